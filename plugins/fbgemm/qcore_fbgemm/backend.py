@@ -1,0 +1,44 @@
+"""The fbgemm backend description: patterns with fbgemm's dtype constraints and its defaults."""
+
+from __future__ import annotations
+
+from qcore.backend_config import BackendDescription, DTypeConfig
+from qcore.backend_patterns import cpu_patterns
+
+from qcore_fbgemm import qconfigs
+from qcore_fbgemm.plugin import unavailable_reason
+
+_WEIGHT_SCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
+
+# uint8 activations limited to 7 bits (reduce_range), int8 weights, float bias.
+WEIGHTED_INT8 = DTypeConfig(
+    input_dtype="uint8", output_dtype="uint8", weight_dtype="int8", bias_dtype="float32",
+    input_qrange_max=(0, 127), weight_qschemes=_WEIGHT_SCHEMES,
+)
+ACTIVATION_UINT8 = DTypeConfig(input_dtype="uint8", output_dtype="uint8")
+DYNAMIC_INT8 = DTypeConfig(
+    input_dtype="uint8", output_dtype="float32", weight_dtype="int8", bias_dtype="float32",
+    is_dynamic=True, weight_qschemes=_WEIGHT_SCHEMES,
+)
+DYNAMIC_FLOAT16 = DTypeConfig(
+    input_dtype="float16", output_dtype="float32", weight_dtype="float16", bias_dtype="float32", is_dynamic=True
+)
+WEIGHT_ONLY = (
+    DTypeConfig(input_dtype="float32", output_dtype="float32", weight_dtype="uint8"),
+    DTypeConfig(input_dtype="float32", output_dtype="float32", weight_dtype="uint4"),
+)
+
+
+def describe() -> BackendDescription:
+    """fbgemm, also answering to torch's engine name ``x86``; preferred on x86 machines."""
+    return BackendDescription(
+        name="fbgemm",
+        aliases=("x86",),
+        summary="x86 server CPUs (AVX2/AVX-512): fbgemm int8 kernels with 7-bit activations",
+        default_qconfig=qconfigs.default_qconfig,
+        default_qat_qconfig=qconfigs.default_qat_qconfig,
+        default_dynamic_qconfig=qconfigs.default_dynamic_qconfig,
+        patterns=cpu_patterns([WEIGHTED_INT8], [ACTIVATION_UINT8], [DYNAMIC_INT8, DYNAMIC_FLOAT16], WEIGHT_ONLY),
+        priority=100,
+        unavailable_reason=unavailable_reason,
+    )

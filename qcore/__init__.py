@@ -1,0 +1,101 @@
+"""qcore: quantization for PyTorch models, a minimal core plus installable backend plugins.
+
+The public names follow ``torch.ao.quantization`` so existing code moves over
+by replacing the import. Plugins are discovered on first use of the registry,
+never by ``import qcore`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qcore.dtypes import (
+    QDType,
+    QScheme,
+    float16,
+    float32,
+    int4,
+    int8,
+    int32,
+    per_channel_affine,
+    per_channel_affine_float_qparams,
+    per_channel_symmetric,
+    per_tensor_affine,
+    per_tensor_symmetric,
+    uint4,
+    uint8,
+)
+from qcore.errors import (
+    ConfigError,
+    ObserverError,
+    PluginConflictError,
+    PluginError,
+    PluginUnavailable,
+    QcoreError,
+    QuantizationError,
+)
+from qcore.factory import Factory
+from qcore.fake_quant import *  # noqa: F401,F403  (FakeQuantize, helpers, named defaults)
+from qcore.fake_quant import __all__ as _fake_quant_names
+from qcore.observers import *  # noqa: F401,F403  (MinMaxObserver, ..., named defaults)
+from qcore.observers import __all__ as _observer_names
+from qcore.qconfig import (
+    QConfig,
+    default_activation_only_qconfig,
+    default_debug_qconfig,
+    default_dynamic_qat_qconfig,
+    default_dynamic_qconfig,
+    default_embedding_qat_qconfig,
+    default_embedding_qat_qconfig_4bit,
+    default_per_channel_qconfig,
+    default_qat_qconfig,
+    default_qat_qconfig_v2,
+    default_qconfig,
+    default_reuse_input_qconfig,
+    default_weight_only_qconfig,
+    float16_dynamic_qconfig,
+    float16_static_qconfig,
+    float_qparams_weight_only_qconfig,
+    float_qparams_weight_only_qconfig_4bit,
+    get_default_dynamic_qconfig,
+    get_default_qat_qconfig,
+    get_default_qconfig,
+    per_channel_dynamic_qconfig,
+)
+from qcore.qconfig_mapping import QConfigMapping, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+from qcore.quant_spec import QuantSpec
+from qcore.qtensor import (
+    QTensor,
+    dequantize,
+    quantize_per_channel,
+    quantize_per_tensor,
+    quantize_per_tensor_dynamic,
+)
+
+__version__ = "0.1.0"
+
+# Names that need the registry: imported on first access so `import qcore` stays free of plugins.
+_LAZY = {
+    "configure_plugins": "qcore.registry",
+    "list_plugins": "qcore.registry",
+    "get_plugin": "qcore.registry",
+    "set_backend": "qcore.backend",
+    "get_backend": "qcore.backend",
+    "backend": "qcore.backend",
+    "list_backends": "qcore.backend",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'qcore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

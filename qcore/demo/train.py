@@ -1,0 +1,120 @@
+"""Training the demo CNN, with its weights cached on disk keyed by the configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import attrs
+import torch
+from torch import nn
+
+from qcore.demo.data import SPLIT_SEED, TEST_FRACTION, Digits, batches
+from qcore.demo.model import DigitsCNN, ModelConfig
+from qcore.demo.progress import progress_bar
+
+# Bump when training changes in a way the configuration does not show.
+CACHE_FORMAT = 1
+
+
+@attrs.frozen
+class TrainConfig:
+    """How the CNN is trained; part of the cache key."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 2
+
+
+@attrs.frozen
+class TrainedModel:
+    """A trained float model and where its weights came from."""
+
+    model: DigitsCNN
+    from_cache: bool
+    path: Optional[Path]
+    seconds: float
+
+
+def default_cache_dir() -> Path:
+    """``$QCORE_CACHE_DIR``, else ``~/.cache/qcore``."""
+    env = os.environ.get("QCORE_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "qcore"
+
+
+def cache_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """A short hash of everything that decides the trained weights."""
+    description = {
+        "format": CACHE_FORMAT,
+        "model": attrs.asdict(model_config),
+        "train": {k: v for k, v in attrs.asdict(train_config).items() if k != "threads"},
+        "data": {"name": "sklearn.load_digits", "test_fraction": TEST_FRACTION, "split_seed": SPLIT_SEED},
+    }
+    text = json.dumps(description, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_model(model_config: ModelConfig, train_config: TrainConfig, data: Digits,
+                quiet: bool = False) -> DigitsCNN:
+    """Train from a fixed seed with Adam and cross-entropy; returns the model in eval mode."""
+    torch.manual_seed(train_config.seed)
+    model = DigitsCNN(model_config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
+                                 weight_decay=train_config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(train_config.seed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(train_config.threads)
+    try:
+        model.train()
+        with progress_bar(range(train_config.epochs), desc="training", unit="epoch", quiet=quiet) as bar:
+            for _ in bar:
+                total, count = 0.0, 0
+                for images, labels in batches(data.train_images, data.train_labels,
+                                              train_config.batch_size, generator):
+                    optimizer.zero_grad()
+                    loss = loss_fn(model(images), labels)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * len(labels)
+                    count += len(labels)
+                scheduler.step()
+                bar.set_postfix(loss=f"{total / count:.4f}")
+    finally:
+        torch.set_num_threads(previous_threads)
+    return model.eval()
+
+
+def load_or_train(data: Digits, model_config: ModelConfig = ModelConfig(),
+                  train_config: TrainConfig = TrainConfig(), cache_dir: Optional[Path] = None,
+                  use_cache: bool = True, quiet: bool = False) -> TrainedModel:
+    """Load the cached weights for this configuration, or train and cache them."""
+    start = time.perf_counter()
+    path = None
+    if use_cache:
+        directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        path = directory / "demo" / f"digits-cnn-{cache_key(model_config, train_config)}.pt"
+        if path.is_file():
+            model = DigitsCNN(model_config)
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except Exception:  # a truncated or foreign file: retrain and overwrite it
+                pass
+            else:
+                return TrainedModel(model.eval(), True, path, time.perf_counter() - start)
+    model = train_model(model_config, train_config, data, quiet=quiet)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a concurrent reader never sees half a file.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        torch.save(model.state_dict(), partial)
+        os.replace(partial, path)
+    return TrainedModel(model, False, path, time.perf_counter() - start)
