@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from qcore.affine import fake_quantize_affine
+from qcore.errors import QuantizationError
 
 # fbgemm never picks a scale below float16's smallest normal (keeps scales usable in fp16).
 SMALL_SCALE_THRESHOLD = float(torch.tensor(6.1e-5, dtype=torch.float32))
@@ -51,8 +52,8 @@ def choose_qparams_from_range(
     lo = min_val.detach().to(torch.float32).double()
     hi = max_val.detach().to(torch.float32).double()
 
-    straddles = (lo < 0) & (hi > 0)
     if symmetric:
+        straddles = (lo < 0) & (hi > 0)
         sym_qmin = -(n_levels // 2 + 1)
         sym_qmax = n_levels // 2
         # float / int in C: the int becomes a float first.
@@ -144,6 +145,11 @@ def fused_moving_avg_obs_fake_quant(
         if running_min.numel() == 0:
             running_min.resize_(channels).fill_(float("inf"))
             running_max.resize_(channels).fill_(float("-inf"))
+        elif running_min.numel() != channels:
+            raise QuantizationError(
+                f"fused_moving_avg_obs_fake_quant: the input has {channels} channels along axis {ch_axis} but the "
+                f"running min/max hold {running_min.numel()}; feed tensors of one shape, or reset the observer"
+            )
     if observer_on:
         update_moving_range(x, running_min, running_max, averaging_constant, ch_axis)
     if not fake_quant_on:
