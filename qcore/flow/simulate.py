@@ -54,7 +54,7 @@ class ObserveThenFakeQuantize(nn.Module):
         self.observer = observer
         self.role = role
         self.bits = dtype.bits
-        self.axis: Optional[int] = int(getattr(observer, "ch_axis", 0)) if scheme.is_per_channel else None
+        self.axis: Optional[int] = _channel_axis(observer) if scheme.is_per_channel else None
         self.frozen = False
         self.quant_min = 0
         self.quant_max = 0
@@ -144,6 +144,13 @@ def simulate_quantization(model: nn.Module, qconfig: Any, calibration_data: Iter
             if isinstance(module, SimulatedModule):
                 module.freeze()
     return simulated
+
+
+def _channel_axis(observer: nn.Module) -> int:
+    axis = getattr(observer, "ch_axis", None)
+    if axis is None:
+        axis = getattr(getattr(observer, "spec", None), "ch_axis", 0)
+    return int(axis)
 
 
 def _factories(qconfig: Any) -> tuple[Any, Any]:
