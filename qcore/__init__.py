@@ -36,9 +36,7 @@ from qcore.errors import (
 )
 from qcore.factory import Factory
 from qcore.fake_quant import *  # noqa: F401,F403  (FakeQuantize, helpers, named defaults)
-from qcore.fake_quant import __all__ as _fake_quant_names
 from qcore.observers import *  # noqa: F401,F403  (MinMaxObserver, ..., named defaults)
-from qcore.observers import __all__ as _observer_names
 from qcore.qconfig import (
     QConfig,
     default_activation_only_qconfig,
@@ -79,10 +77,11 @@ _LAZY = {
     "configure_plugins": "qcore.registry",
     "list_plugins": "qcore.registry",
     "get_plugin": "qcore.registry",
-    "set_backend": "qcore.backend",
-    "get_backend": "qcore.backend",
-    "backend": "qcore.backend",
-    "list_backends": "qcore.backend",
+    "set_backend": "qcore.backend_selection",
+    "get_backend": "qcore.backend_selection",
+    "backend": "qcore.backend_selection",
+    "list_backends": "qcore.backend_selection",
+    "get_backend_description": "qcore.backend_selection",
 }
 
 

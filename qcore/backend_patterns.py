@@ -1,7 +1,7 @@
 """Pattern lists shared by CPU backends: which ops (and fused chains) run quantized, with which dtypes.
 
 Backends differ mostly in their dtype constraints, not in their op lists, so a
-plugin calls :func:`cpu_patterns` with its own DTypeConfigs.
+plugin calls :func:`standard_patterns` with its own DTypeConfigs.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _configs(patterns: Sequence, dtype_configs: Sequence[DTypeConfig], **kwargs)
     return [BackendPatternConfig(p, tuple(dtype_configs), **kwargs) for p in patterns]
 
 
-def cpu_patterns(
+def standard_patterns(
     weighted: Sequence[DTypeConfig],
     activation: Sequence[DTypeConfig],
     dynamic: Sequence[DTypeConfig],

@@ -10,12 +10,30 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import attrs
+import torch
+
+from qcore import dtypes
 
 from qcore.errors import ConfigError
 
 
+_TORCH_QUANTIZED_DTYPES = frozenset(
+    getattr(torch, name) for name in ("quint8", "qint8", "qint32", "quint4x2") if hasattr(torch, name)
+)
+
+
+def _canonical(value: Any) -> Any:
+    # torch's quantized dtypes and qschemes are deprecated: hold qcore's equivalents instead,
+    # so that torch.qint8 and "int8" spell the same factory.
+    if isinstance(value, torch.dtype) and value in _TORCH_QUANTIZED_DTYPES:
+        return dtypes.qdtype(value)
+    if isinstance(value, torch.qscheme):
+        return dtypes.qscheme(value)
+    return value
+
+
 def _freeze_kwargs(value: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(dict(value).items()))
+    return tuple(sorted((k, _canonical(v)) for k, v in dict(value).items()))
 
 
 @attrs.frozen(repr=False)

@@ -149,6 +149,6 @@ def get_default_dynamic_qconfig(backend: Optional[str] = None) -> QConfig:
 
 
 def _describe(backend: Optional[str]) -> Any:
-    from qcore.backend import get_backend_description
+    from qcore.backend_selection import get_backend_description
 
     return get_backend_description(backend)

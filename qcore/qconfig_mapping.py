@@ -157,7 +157,7 @@ _TRANSPOSED_CONVS = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.n
 
 def _default_mapping(is_qat: bool, backend: Optional[str]) -> QConfigMapping:
     from qcore import qconfig as q
-    from qcore.backend import get_backend_description
+    from qcore.backend_selection import get_backend_description
     from qcore import observers as obs
     from qcore.observers import defaults as obs_defaults
 

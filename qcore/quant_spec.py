@@ -62,21 +62,19 @@ class QuantSpec:
     def qrange(self) -> tuple[int, int]:
         """The integer range actually used, as torch.ao's ``calculate_qmin_qmax`` computes it.
 
-        A custom ``quant_min``/``quant_max`` keeps only its length: signed dtypes
-        centre it on zero, unsigned ones start it at zero (torch.ao does the same,
-        and qparams must match it bit for bit). ``reduce_range`` then halves it.
+        ``reduce_range`` halves a custom range and the 8-bit default ranges; the
+        int32 and 4-bit defaults are never reduced (torch.ao does the same, and
+        qparams must match it bit for bit).
         """
         d = self.dtype
         if d.is_float:
             raise ConfigError(f"{d.name} has no integer range")
-        if self.quant_min is None:
-            return d.reduced_range() if self.reduce_range else (d.quant_min, d.quant_max)
-        if d is dtypes.int32:
-            lo, hi = d.quant_min, d.quant_max
-        else:
-            length = self.quant_max - self.quant_min + 1
-            lo, hi = (-(length // 2), length // 2 - 1) if d.is_signed else (0, length - 1)
-        return (lo // 2, hi // 2) if self.reduce_range else (lo, hi)
+        if self.quant_min is not None:
+            lo, hi = self.quant_min, self.quant_max
+            return (lo // 2, hi // 2) if self.reduce_range else (lo, hi)
+        if self.reduce_range and d.bits == 8:
+            return d.reduced_range()
+        return d.quant_min, d.quant_max
 
     @property
     def is_per_channel(self) -> bool:

@@ -45,7 +45,7 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, QDType):
         return {"qdtype": value.name}
     if isinstance(value, torch.dtype):
-        return {"qdtype": dtypes.qdtype(value).name}
+        return {"torch_dtype": str(value).removeprefix("torch.")}
     if isinstance(value, QScheme):
         return {"qscheme": value.value}
     if type(value).__name__ == "qscheme":
@@ -68,6 +68,11 @@ def decode_value(value: Any) -> Any:
     if isinstance(value, dict):
         if "qdtype" in value:
             return dtypes.qdtype(value["qdtype"])
+        if "torch_dtype" in value:
+            found = getattr(torch, value["torch_dtype"], None)
+            if not isinstance(found, torch.dtype):
+                raise ConfigError(f"unknown torch dtype {value['torch_dtype']!r}")
+            return found
         if "qscheme" in value:
             return dtypes.qscheme(value["qscheme"])
         if "factory" in value:

@@ -121,7 +121,7 @@ def simulation_rows(context: DemoContext) -> Iterator[Row]:
 def default_qconfig_rows(context: DemoContext) -> Iterator[Row]:
     """The active backend's default qconfig (``get_default_qconfig(get_backend())``), simulated."""
     try:
-        from qcore.backend import get_backend
+        from qcore.backend_selection import get_backend
         from qcore.qconfig import get_default_qconfig
     except ImportError as exc:
         context.notes.append(f"default-qconfig row skipped: {exc}")

@@ -3,14 +3,11 @@
 Each layer may set any of four keys; a later layer overrides a key an earlier
 one set, key by key:
 
-=============  ==============================  =====================  ===========================
-key            environment                     ``[tool.qcore]``       ``configure_plugins(...)``
-=============  ==============================  =====================  ===========================
-allow-list     ``QCORE_PLUGINS=a,b`` ("" none)  ``plugins``            ``plugins=``
-deny-list      ``QCORE_DISABLED_PLUGINS=a,b``   ``disabled_plugins``   ``disabled=``
-must load      (none)                          ``required_plugins``   ``required=``
-autoload       ``QCORE_DISABLE_PLUGIN_AUTOLOAD``  ``autoload``           ``autoload=``
-=============  ==============================  =====================  ===========================
+- allow-list: ``QCORE_PLUGINS=a,b`` (empty string: none), ``plugins`` in
+  ``[tool.qcore]``, ``configure_plugins(plugins=...)``;
+- deny-list: ``QCORE_DISABLED_PLUGINS=a,b``, ``disabled_plugins``, ``disabled=``;
+- must load: ``required_plugins``, ``required=`` (no environment variable);
+- autoload: ``QCORE_DISABLE_PLUGIN_AUTOLOAD=1``, ``autoload = false``, ``autoload=False``.
 
 With autoload off and no allow-list only the core and the required plugins
 load. The core plugin cannot be blocked.
@@ -28,7 +25,6 @@ import attrs
 from qcore.errors import ConfigError, PluginError
 
 CORE = "core"
-KEYS = ("plugins", "disabled", "required", "autoload")
 _PYPROJECT_KEYS = {"plugins": "plugins", "disabled": "disabled_plugins", "required": "required_plugins", "autoload": "autoload"}
 _ENV_KEYS = {"plugins": "QCORE_PLUGINS", "disabled": "QCORE_DISABLED_PLUGINS", "autoload": "QCORE_DISABLE_PLUGIN_AUTOLOAD"}
 _API_KEYS = {"plugins": "plugins", "disabled": "disabled", "required": "required", "autoload": "autoload"}
@@ -61,7 +57,7 @@ class PluginSelection:
 
     def check_names(self, installed: Iterable[str]) -> None:
         """Raise PluginError when a list names a plugin that is not installed, or disables the core."""
-        known = sorted(set(installed) | {CORE})
+        known = [CORE, *sorted(set(installed) - {CORE})]
         problems = []
         for key in ("plugins", "disabled", "required"):
             names = getattr(self, key) or ()

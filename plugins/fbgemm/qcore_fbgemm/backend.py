@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qcore.backend_config import BackendDescription, DTypeConfig
-from qcore.backend_patterns import cpu_patterns
+from qcore.backend_patterns import standard_patterns
 
 from qcore_fbgemm import qconfigs
 from qcore_fbgemm.plugin import unavailable_reason
@@ -38,7 +38,7 @@ def describe() -> BackendDescription:
         default_qconfig=qconfigs.default_qconfig,
         default_qat_qconfig=qconfigs.default_qat_qconfig,
         default_dynamic_qconfig=qconfigs.default_dynamic_qconfig,
-        patterns=cpu_patterns([WEIGHTED_INT8], [ACTIVATION_UINT8], [DYNAMIC_INT8, DYNAMIC_FLOAT16], WEIGHT_ONLY),
+        patterns=standard_patterns([WEIGHTED_INT8], [ACTIVATION_UINT8], [DYNAMIC_INT8, DYNAMIC_FLOAT16], WEIGHT_ONLY),
         priority=100,
         unavailable_reason=unavailable_reason,
     )

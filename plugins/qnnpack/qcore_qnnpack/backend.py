@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from qcore.backend_config import BackendDescription, DTypeConfig
-from qcore.backend_patterns import cpu_patterns
+from qcore.backend_patterns import standard_patterns
 
 from qcore_qnnpack import qconfigs
 
@@ -33,6 +33,6 @@ def describe() -> BackendDescription:
         default_qconfig=qconfigs.default_qconfig,
         default_qat_qconfig=qconfigs.default_qat_qconfig,
         default_dynamic_qconfig=qconfigs.default_dynamic_qconfig,
-        patterns=cpu_patterns([WEIGHTED_INT8], [ACTIVATION_UINT8], [DYNAMIC_INT8], WEIGHT_ONLY),
+        patterns=standard_patterns([WEIGHTED_INT8], [ACTIVATION_UINT8], [DYNAMIC_INT8], WEIGHT_ONLY),
         priority=100 if on_arm else 20,
     )

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from qcore.backend_config import BackendDescription, DTypeConfig
-from qcore.backend_patterns import cpu_patterns
+from qcore.backend_patterns import standard_patterns
 
 from qcore_tensorrt import qconfigs
 
@@ -36,7 +36,7 @@ def describe() -> BackendDescription:
         summary="NVIDIA GPUs: TensorRT explicit-quantization networks, symmetric int8",
         default_qconfig=qconfigs.default_qconfig,
         default_qat_qconfig=qconfigs.default_qat_qconfig,
-        patterns=cpu_patterns([WEIGHTED_INT8], [ACTIVATION_INT8], [], []),
+        patterns=standard_patterns([WEIGHTED_INT8], [ACTIVATION_INT8], [], []),
         priority=200,
         unavailable_reason=unavailable_reason,
     )
