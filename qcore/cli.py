@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence, TextIO
 
@@ -98,6 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except QcoreError as exc:
         print(f"qcore {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `qcore demo | head`: the reader left. Point stdout at devnull so the flush at exit stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
