@@ -193,21 +193,25 @@ def _check_no_nan(x: Tensor, fn: str) -> None:
 # --- exact float32 arithmetic helpers --------------------------------------------
 
 
-def _fma_f32(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+def _fma_f32(a: Tensor, b: Union[Tensor, float], c: Union[Tensor, float]) -> Tensor:
     """``a * b + c`` with a single float32 rounding, as the fused multiply-add instruction computes it.
 
-    The product of two float32 numbers is exact in float64; the sum is made
-    exact with TwoSum and rounded to odd, which makes the final rounding to
-    float32 correct (float64 has more than 2 * 24 + 1 bits).
+    ``a``, ``b`` and ``c`` hold float32 values. Their product is exact in float64;
+    the sum is made exact with TwoSum and, where inexact, rounded to odd, which
+    makes the final rounding to float32 correct (float64 has more than 2 * 24 + 1 bits).
     """
-    p = a.to(torch.float64) * b.to(torch.float64)
-    c = c.to(torch.float64)
+    if isinstance(b, Tensor):
+        b = b.to(torch.float64)
+    if isinstance(c, Tensor):
+        c = c.to(torch.float64)
+    p = a.to(torch.float64) * b
     s = p + c
     bp = s - p
     err = (p - (s - bp)) + (c - bp)
-    inexact_even = (err != 0) & ((s.view(torch.int64) & 1) == 0) & torch.isfinite(s)
-    toward = torch.where(err > 0, torch.full_like(s, math.inf), torch.full_like(s, -math.inf))
-    s = torch.where(inexact_even, torch.nextafter(s, toward), s)
+    inexact = (err != 0) & torch.isfinite(s)
+    if bool(inexact.any()):
+        to_odd = inexact & ((s.view(torch.int64) & 1) == 0)
+        s = torch.where(to_odd, torch.nextafter(s, s + err * math.inf), s)
     return s.to(torch.float32)
 
 
@@ -266,8 +270,7 @@ def _quantize(
         inv = _inverse(s32)
         if bits == 8:
             # torch's vectorised quantize_per_tensor: fused x * (1/scale) + zp, then round.
-            zp32 = torch.tensor(float(zp), dtype=torch.float32, device=x.device)
-            v = torch.round(_fma_f32(x, inv.expand_as(x), zp32.expand_as(x)))
+            v = torch.round(_fma_f32(x, float(inv), float(zp)))
         elif bits == 4:
             # quint4x2: round(x * (1/scale)), then add the zero point as an integer.
             v = torch.round(x * inv).to(torch.float64) + zp
@@ -365,9 +368,10 @@ def fake_quantize_affine_cachemask(
     if zp.is_floating_point():
         # Float zero points (per_channel_affine_float_qparams): fused x * inv + zp, then round.
         if cdtype == torch.float32:
-            v = torch.round(_fma_f32(xf, inv.expand_as(xf), zp.expand_as(xf)))
+            v = torch.round(_fma_f32(xf, inv, zp))
         else:
             v = torch.round(xf * inv + zp.to(cdtype))
+        v = v + 0.0  # torch rounds to an integer (lrint), which has no -0.0
     else:
         v = torch.round(xf * inv) + zp.to(cdtype)
     if wide or cdtype == torch.float64:

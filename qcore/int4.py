@@ -45,13 +45,13 @@ def pack_int4(values: Tensor, qdtype: DTypeLike = dtypes.uint4) -> Tensor:
         raise QuantizationError(f"{fn}: expected an integer tensor, got {got}; quantize first (quantize_affine)")
     if values.dim() == 0:
         raise QuantizationError(f"{fn}: cannot pack a 0-d tensor; reshape it to at least one dimension")
-    if values.numel() and bool(((values < d.quant_min) | (values > d.quant_max)).any()):
-        lo, hi = int(values.min()), int(values.max())
+    lo, hi = (int(values.min()), int(values.max())) if values.numel() else (0, 0)
+    if lo < d.quant_min or hi > d.quant_max:
         raise QuantizationError(f"{fn}: values span [{lo}, {hi}], outside {d.name}'s range [{d.quant_min}, {d.quant_max}]")
     nibbles = values.to(torch.int16) & 0xF  # two's complement nibble for int4
     if values.shape[-1] % 2:
         nibbles = torch.nn.functional.pad(nibbles, (0, 1))
-    pairs = nibbles.reshape(*nibbles.shape[:-1], -1, 2)
+    pairs = nibbles.reshape(*nibbles.shape[:-1], nibbles.shape[-1] // 2, 2)
     return (pairs[..., 0] | (pairs[..., 1] << 4)).to(torch.uint8)
 
 

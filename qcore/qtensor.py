@@ -121,7 +121,9 @@ class QTensor(torch.Tensor):
 
         Per tensor when ``axis`` is None, per channel along ``axis`` otherwise.
         ``qscheme`` may record that the qparams are symmetric; it defaults to
-        the affine scheme of the right kind.
+        the affine scheme of the right kind. Like torch's
+        ``_make_per_tensor_quantized_tensor``, the result shares memory with
+        ``int_data`` when that already has the storage dtype.
         """
         fn = "QTensor.from_int"
         d = _integer_qdtype(qdtype, fn)
@@ -132,10 +134,9 @@ class QTensor(torch.Tensor):
             int_data = _plain(int_data)
         if int_data.requires_grad:
             int_data = int_data.detach()
-        if int_data.numel() and bool(((int_data < d.quant_min) | (int_data > d.quant_max)).any()):
-            raise QuantizationError(
-                f"{fn}: values span [{int(int_data.min())}, {int(int_data.max())}], outside {d.name}'s range [{d.quant_min}, {d.quant_max}]"
-            )
+        lo, hi = (int(int_data.min()), int(int_data.max())) if int_data.numel() else (0, 0)
+        if lo < d.quant_min or hi > d.quant_max:
+            raise QuantizationError(f"{fn}: values span [{lo}, {hi}], outside {d.name}'s range [{d.quant_min}, {d.quant_max}]")
         qp = _make_qparams(int_data, scale, zero_point, d, axis, fn)
         if qscheme is not None:
             wanted = dtypes.qscheme(qscheme)
@@ -202,7 +203,8 @@ class QTensor(torch.Tensor):
         qp = self._qparams
         body = repr(self.dequantize())
         body = body[len("tensor(") : -1].replace("\n ", "\n  ")
-        parts = [body, f"size={tuple(self.shape)}", f"qdtype={qp.qdtype!r}", f"qscheme={qp.qscheme!r}"]
+        parts = [body] if "size=" in body else [body, f"size={tuple(self.shape)}"]  # torch adds it for empty tensors
+        parts += [f"qdtype={qp.qdtype!r}", f"qscheme={qp.qscheme!r}"]
         if qp.per_channel:
             parts += [f"scales={qp.scales.tolist()}", f"zero_points={qp.zero_points.tolist()}", f"axis={qp.axis}"]
         else:
@@ -552,7 +554,10 @@ def _axis_after_reshape(old_shape: Sequence[int], axis: int, new_shape: Sequence
 def _reshape(func: Callable, args: tuple, kwargs: dict) -> QTensor:
     self, rest = _self_and_rest(args)
     if func is torch.Tensor.view and rest and isinstance(rest[0], torch.dtype):
-        raise QuantizationError("QTensor.view(dtype) would reinterpret the quantized integers; use x.int_repr().view(dtype)")
+        raise QuantizationError(
+            "QTensor.view(dtype) would reinterpret the quantized integers; dequantize first (`x.dequantize()`) "
+            "for float values, or use x.int_repr().view(dtype) for the raw bits"
+        )
     plain = _plain(self)
     out = func(plain, *_unwrap(rest), **kwargs)
     qp = self._qparams
