@@ -82,19 +82,39 @@ _LAZY = {
     "backend": "qcore.backend_selection",
     "list_backends": "qcore.backend_selection",
     "get_backend_description": "qcore.backend_selection",
+    # eager mode (torch.ao.quantization.quantize and fuse_modules)
+    "QuantStub": "qcore.stubs",
+    "DeQuantStub": "qcore.stubs",
+    "QuantWrapper": "qcore.stubs",
+    "prepare": "qcore.flow.eager",
+    "prepare_qat": "qcore.flow.eager",
+    "convert": "qcore.flow.eager",
+    "quantize": "qcore.flow.eager",
+    "quantize_qat": "qcore.flow.eager",
+    "quantize_dynamic": "qcore.flow.eager",
+    "propagate_qconfig_": "qcore.flow.eager",
+    "add_quant_dequant": "qcore.flow.eager",
+    "swap_module": "qcore.flow.eager",
+    "fuse_modules": "qcore.flow.eager.fuse",
+    "fuse_modules_qat": "qcore.flow.eager.fuse",
+    "fuse_known_modules": "qcore.flow.eager.fuse",
+    "get_fuser_method": "qcore.flow.eager.fuse",
 }
+_SUBPACKAGES = ("nn",)
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"qcore.{name}")
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'qcore' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
