@@ -1,4 +1,4 @@
-"""The core plugin ("core", distribution qcore): the reference backend and the core observers.
+"""The core plugin ("core", distribution qcore): the reference backend, core observers, module swaps, fusions.
 
 It is registered first, cannot be blocked, and its hookimpls are ``trylast``
 so that for dispatch hooks any backend plugin answers before the core's
@@ -70,3 +70,27 @@ def qcore_register_fake_quantizers(registry: Any) -> None:
 
     for name, cls in CORE_FAKE_QUANTIZERS.items():
         registry.add(name, cls)
+
+
+@hookimpl(trylast=True)
+def qcore_register_quantized_modules(registry: Any) -> None:
+    from qcore.flow.mappings import core_module_swaps
+
+    for quant_type, swaps in core_module_swaps().items():
+        for source, target in swaps.items():
+            registry.add(source, target, quant_type)
+
+
+@hookimpl(trylast=True)
+def qcore_register_fusion_patterns(registry: Any) -> None:
+    from qcore.flow.eager.fusion_patterns import register_core_fusion_patterns
+
+    register_core_fusion_patterns(registry)
+
+
+@hookimpl(trylast=True)
+def qcore_register_custom_modules(registry: Any) -> None:
+    from qcore.flow.mappings import core_custom_modules
+
+    for float_cls, observed_cls, quantized_cls in core_custom_modules():
+        registry.add(float_cls, observed_cls, quantized_cls, "static")
