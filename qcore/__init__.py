@@ -33,6 +33,8 @@ from qcore.errors import (
     PluginUnavailable,
     QcoreError,
     QuantizationError,
+    UncalibratedError,
+    UncalibratedWarning,
 )
 from qcore.factory import Factory
 from qcore.fake_quant import *  # noqa: F401,F403  (FakeQuantize, helpers, named defaults)
@@ -99,6 +101,16 @@ _LAZY = {
     "fuse_modules_qat": "qcore.flow.eager.fuse",
     "fuse_known_modules": "qcore.flow.eager.fuse",
     "get_fuser_method": "qcore.flow.eager.fuse",
+    "get_default_custom_config_dict": "qcore.flow.eager",
+    "UnquantizedModuleWarning": "qcore.flow.eager",
+    "get_default_static_quant_module_mappings": "qcore.flow.mappings",
+    "get_default_static_quant_reference_module_mappings": "qcore.flow.mappings",
+    "get_default_dynamic_quant_module_mappings": "qcore.flow.mappings",
+    "get_default_qat_module_mappings": "qcore.flow.mappings",
+    "get_default_qconfig_propagation_list": "qcore.flow.mappings",
+    "get_static_quant_module_class": "qcore.flow.mappings",
+    "get_dynamic_quant_module_class": "qcore.flow.mappings",
+    "no_observer_set": "qcore.flow.mappings",
 }
 _SUBPACKAGES = ("nn",)
 

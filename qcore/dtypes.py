@@ -41,6 +41,17 @@ class QDType:
     def __repr__(self) -> str:
         return f"qcore.{self.name}"
 
+    # The dtypes are singletons: copies and unpickled values are the canonical instance,
+    # so `observer.dtype is qcore.int8` survives convert's deepcopy and torch.save.
+    def __reduce__(self) -> tuple:
+        return (qdtype, (self.name,))
+
+    def __copy__(self) -> "QDType":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "QDType":
+        return self
+
 
 uint8 = QDType("uint8", torch.uint8, 0, 255, 8)
 int8 = QDType("int8", torch.int8, -128, 127, 8)

@@ -19,6 +19,14 @@ class ObserverError(QcoreError, RuntimeError):
     """An observer saw invalid data (NaN/inf) or was asked for qparams before seeing any."""
 
 
+class UncalibratedError(ObserverError):
+    """An observer was asked for qparams before it saw any data (no calibration ran)."""
+
+
+class UncalibratedWarning(UserWarning):
+    """convert() used placeholder qparams because an observer saw no data; calibrate or load a state_dict."""
+
+
 class PluginError(QcoreError, RuntimeError):
     """A plugin could not be found, loaded, validated or selected."""
 

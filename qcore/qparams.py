@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from qcore import dtypes
-from qcore.errors import ConfigError, ObserverError
+from qcore.errors import ConfigError, ObserverError, UncalibratedError
 from qcore.quant_spec import QuantSpec
 
 __all__ = ["calculate_qparams", "quant_range", "validate_min_max"]
@@ -65,7 +65,7 @@ def validate_min_max(
         if bool(good.all()):
             return
     if min_val.numel() == 0 or bool(((min_val == float("inf")) & (max_val == float("-inf"))).all()):
-        raise ObserverError(
+        raise UncalibratedError(
             f"{owner}: the observer saw no data (its min/max are still unset); "
             "run calibration (pass representative inputs through the prepared model) before asking for qparams"
         )

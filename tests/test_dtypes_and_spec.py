@@ -100,3 +100,11 @@ def test_spec_dict_round_trip():
     data = spec.to_dict()
     assert data["dtype"] == "int8" and data["qscheme"] == "per_channel_symmetric"
     assert QuantSpec.from_dict(data) == spec
+
+
+def test_dtypes_stay_singletons_through_copy_and_pickle():
+    import copy
+    import pickle
+
+    for d in dtypes.ALL_QDTYPES:
+        assert copy.deepcopy(d) is d and copy.copy(d) is d and pickle.loads(pickle.dumps(d)) is d

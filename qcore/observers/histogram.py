@@ -19,7 +19,7 @@ from torch import Tensor
 
 from qcore import dtypes
 from qcore.dtypes import DTypeLike, QSchemeLike
-from qcore.errors import ConfigError, ObserverError
+from qcore.errors import ConfigError, ObserverError, UncalibratedError
 from qcore.observers.base import UniformQuantizationObserverBase
 from qcore.quant_spec import DEFAULT_EPS
 
@@ -144,7 +144,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
         """qparams for the sub-range found by :meth:`_non_linear_param_search`."""
         name = type(self).__name__
         if bool((self.min_val == float("inf")) & (self.max_val == float("-inf"))):
-            raise ObserverError(
+            raise UncalibratedError(
                 f"{name} saw no data; run calibration (pass representative inputs through the prepared model) "
                 "before asking for qparams"
             )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from typing import Any, Optional, Union
 
 import attrs
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from qcore import affine, dtypes
 from qcore.dtypes import DTypeLike, QDType, QScheme
-from qcore.errors import ConfigError, QuantizationError
+from qcore.errors import ConfigError, QuantizationError, UncalibratedError, UncalibratedWarning
 from qcore.qtensor import QTensor
 
 __all__ = [
@@ -100,7 +101,17 @@ def output_qparams_from(post: Any, owner: str) -> OutputQParams:
     if dtype is None:
         raise ConfigError(f"{owner}: {type(post).__name__} has no dtype; expected an observer or fake-quant module")
     d = _output_dtype(dtype, owner)
-    scale, zero_point = post.calculate_qparams()
+    try:
+        scale, zero_point = post.calculate_qparams()
+    except UncalibratedError:
+        # The reference doc converts a fresh prepared model and then loads a calibrated state_dict into it.
+        warnings.warn(
+            f"{owner}: its output observer saw no data, so convert used placeholder qparams "
+            "(scale=1.0, zero_point=0); calibrate before convert, or load the state_dict of a calibrated model",
+            UncalibratedWarning,
+            stacklevel=2,
+        )
+        scale, zero_point = torch.tensor(1.0), torch.tensor(0 if d.quant_min <= 0 <= d.quant_max else d.quant_min)
     scale = torch.as_tensor(scale)
     zero_point = torch.as_tensor(zero_point)
     if scale.numel() != 1 or zero_point.numel() != 1:
