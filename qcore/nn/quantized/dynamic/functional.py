@@ -1,0 +1,118 @@
+"""TorchScript-compatible reference kernels of dynamic quantization: activations quantized on the fly.
+
+``fake_quantize_dynamic(x)`` is ``qcore.quantize_per_tensor_dynamic(x).dequantize()``
+bit for bit (qparams from the tensor's own min/max by torch's
+ChooseQuantizationParams, fused multiply-add rounding), written in code
+``torch.jit.script`` accepts; :func:`linear_dynamic` runs the float linear on
+those values and the dequantized weight. That is what torch.ao's fbgemm
+``quantized::linear_dynamic`` computes, up to float32 summation order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qcore.errors import QuantizationError
+
+__all__ = ["fma_f32", "choose_dynamic_qparams", "fake_quantize_dynamic", "linear_dynamic"]
+
+def _f32(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float64).to(torch.float32))
+
+
+def fma_f32(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """``a * b + c`` rounded once to float32, as ``qcore.affine`` (and torch's vectorised quantize) computes it.
+
+    The float64 product is exact; TwoSum finds the rounding error of the sum,
+    and rounding to odd makes the final float64 -> float32 rounding correct.
+    """
+    p = a.to(torch.float64) * b.to(torch.float64)
+    c64 = c.to(torch.float64)
+    s = p + c64
+    bp = s - p
+    err = (p - (s - bp)) + (c64 - bp)
+    # The last bit of s's significand (frexp, not a bit view: TorchScript has no Tensor.view(dtype)).
+    odd = torch.fmod(torch.frexp(s)[0] * 9007199254740992.0, 2.0) != 0
+    inexact_even = (err != 0) & ~odd & torch.isfinite(s)
+    toward = torch.where(err > 0, torch.full_like(s, float("inf")), torch.full_like(s, float("-inf")))
+    return torch.where(inexact_even, torch.nextafter(s, toward), s).to(torch.float32)
+
+
+def choose_dynamic_qparams(x_min: float, x_max: float, quant_min: int, quant_max: int, reduce_range: bool) -> Tuple[float, int]:
+    """(scale, zero_point) for the range ``[x_min, x_max]``: torch's ChooseQuantizationParams, step for step.
+
+    ``reduce_range`` halves the integer range (fbgemm's int16-overflow guard).
+    The scale is float64 here and rounds to float32 when used.
+    """
+    small_scale = 6.0999998822808266e-05  # fbgemm's SMALL_SCALE_THRESHOLD (6.1e-5f) as float32
+    qmin, qmax = quant_min, quant_max
+    if reduce_range:
+        qmin, qmax = int(qmin / 2), int(qmax / 2)  # C++ integer division truncates toward zero
+    x_min, x_max = min(x_min, 0.0), max(x_max, 0.0)
+    scale = (x_max - x_min) / float(qmax - qmin)
+    if _f32(scale) == 0.0 or math.isinf(_f32(1.0 / _f32(scale))):
+        scale = 0.1
+    if scale < small_scale:
+        org_scale = _f32(scale)
+        scale = small_scale
+        if x_min == 0.0:
+            x_max = _f32(small_scale * float(qmax - qmin))
+        elif x_max == 0.0:
+            x_min = _f32(-small_scale * float(qmax - qmin))
+        else:
+            amplifier = _f32(small_scale / org_scale)
+            x_min = _f32(x_min * amplifier)
+            x_max = _f32(x_max * amplifier)
+    from_min = float(qmin) - x_min / scale
+    from_max = float(qmax) - x_max / scale
+    from_min_error = abs(float(qmin)) - abs(x_min / scale)
+    from_max_error = abs(float(qmax)) - abs(x_max / scale)
+    initial = from_min if from_min_error < from_max_error else from_max
+    if initial < qmin:
+        zero_point = qmin
+    elif initial > qmax:
+        zero_point = qmax
+    else:
+        zero_point = int(torch.round(torch.tensor(initial, dtype=torch.float64)))  # nearbyint: ties to even
+    return scale, zero_point
+
+
+def fake_quantize_dynamic(x: Tensor, quant_min: int, quant_max: int, reduce_range: bool) -> Tensor:
+    """``x`` quantized per tensor with qparams from its own min/max, then dequantized (float32).
+
+    ``[quant_min, quant_max]`` is the activation dtype's range (0..255 for
+    uint8, -128..127 for int8); it sets the qparams (halved by ``reduce_range``)
+    and the clamp. NaN or infinite inputs raise QuantizationError.
+    """
+    x = x.to(torch.float32)
+    if x.numel() == 0:
+        return x
+    x_min, x_max = torch.aminmax(x)
+    lo, hi = float(x_min), float(x_max)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise QuantizationError(
+            "dynamic quantization: the input has NaN or infinite values, which have no quantized value; "
+            "find where they come from (torch.isfinite(x)) before this module"
+        )
+    scale, zero_point = choose_dynamic_qparams(lo, hi, quant_min, quant_max, reduce_range)
+    s32 = torch.tensor(scale, dtype=torch.float32, device=x.device)
+    zp32 = torch.tensor(float(zero_point), dtype=torch.float32, device=x.device)
+    v = torch.round(fma_f32(x, torch.reciprocal(s32).expand_as(x), zp32.expand_as(x)))
+    v = torch.clamp(v, float(quant_min), float(quant_max)) + 0.0  # integers have no -0.0
+    return (v - zp32) * s32
+
+
+def linear_dynamic(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], quant_min: int, quant_max: int, reduce_range: bool
+) -> Tensor:
+    """Dynamically quantized linear on the reference backend: ``F.linear`` of the dequantized input, in float32.
+
+    ``weight`` is the dequantized float32 weight; the result has ``x``'s dtype.
+    """
+    y = F.linear(fake_quantize_dynamic(x, quant_min, quant_max, reduce_range), weight, bias)
+    return y.to(x.dtype)

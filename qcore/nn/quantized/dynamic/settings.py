@@ -1,0 +1,113 @@
+"""What a qconfig asks of a dynamically quantized module: the weight dtype and the activation quantization.
+
+Dynamic modules quantize each activation from its own min/max at run time, so
+the activation observer is never run; it only says which dtype the activations
+are quantized to (uint8 by default, int8 allowed) and, for a dynamic observer
+with a custom ``quant_min``/``quant_max``, which range. ``reduce_range``
+(halving that range, fbgemm's guard against int16 overflow) is on by default,
+exactly as torch.ao's dynamic modules always pass ``reduce_range=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import attrs
+from torch import nn
+
+from qcore import dtypes
+from qcore.dtypes import QDType
+from qcore.errors import ConfigError
+from qcore.factory import Factory
+from qcore.nn.quantized.weight_only.storage import weight_dtype_of
+
+__all__ = ["DynamicQuantSettings", "dynamic_settings_from", "DEFAULT_REDUCE_RANGE"]
+
+#: torch.ao's dynamic modules (fbgemm) always quantize activations with the halved range.
+DEFAULT_REDUCE_RANGE = True
+
+_WEIGHT_DTYPES = (dtypes.int8, dtypes.float16)
+
+
+@attrs.frozen
+class DynamicQuantSettings:
+    """Weight dtype (int8 or float16) and the activation range dynamic quantization uses."""
+
+    weight_dtype: QDType = attrs.field(default=dtypes.int8, converter=dtypes.qdtype)
+    act_dtype: QDType = attrs.field(default=dtypes.uint8, converter=dtypes.qdtype)
+    act_quant_min: Optional[int] = None
+    act_quant_max: Optional[int] = None
+    reduce_range: bool = DEFAULT_REDUCE_RANGE
+
+    def __attrs_post_init__(self) -> None:
+        if self.weight_dtype not in _WEIGHT_DTYPES:
+            raise ConfigError(
+                f"dynamic quantization stores int8 or float16 weights, not {self.weight_dtype.name}; "
+                "for int4 or uint8 weights with float activations use qcore.nn.quantized.weight_only"
+            )
+        if self.act_dtype not in (dtypes.uint8, dtypes.int8):
+            raise ConfigError(
+                f"dynamic quantization quantizes activations to uint8 or int8, not {self.act_dtype.name}; "
+                "use qcore.default_dynamic_qconfig (or a weight-only module for float activations)"
+            )
+        lo, hi = self.quant_range
+        if not self.act_dtype.quant_min <= lo < hi <= self.act_dtype.quant_max:
+            raise ConfigError(
+                f"dynamic activation range [{lo}, {hi}] does not fit {self.act_dtype.name}'s "
+                f"[{self.act_dtype.quant_min}, {self.act_dtype.quant_max}]"
+            )
+
+    @property
+    def quant_range(self) -> tuple[int, int]:
+        """The activation range before ``reduce_range`` halves it."""
+        lo = self.act_dtype.quant_min if self.act_quant_min is None else int(self.act_quant_min)
+        hi = self.act_dtype.quant_max if self.act_quant_max is None else int(self.act_quant_max)
+        return lo, hi
+
+
+def _qconfig_of(mod: nn.Module, owner: str) -> Any:
+    if not hasattr(mod, "qconfig"):
+        raise ConfigError(
+            f"{owner}.from_float: the {type(mod).__name__} has no qconfig; set mod.qconfig = qcore.default_dynamic_qconfig "
+            "(or per_channel_dynamic_qconfig / float16_dynamic_qconfig), or use qcore.quantize_dynamic"
+        )
+    if mod.qconfig is None:
+        from qcore.qconfig import default_dynamic_qconfig
+
+        return default_dynamic_qconfig
+    return mod.qconfig
+
+
+def dynamic_settings_from(mod: nn.Module, owner: str, reduce_range: Optional[bool] = None) -> tuple[DynamicQuantSettings, Factory]:
+    """The settings ``mod.qconfig`` asks for, and the weight observer factory (one fresh observer per weight).
+
+    ``qconfig = None`` means :data:`qcore.default_dynamic_qconfig`, as in torch.ao.
+    A module carrying ``weight_fake_quant`` (QAT) is the caller's business.
+    """
+    qconfig = _qconfig_of(mod, owner)
+    weight_factory = qconfig.weight
+    weight_dtype = weight_dtype_of(weight_factory(), owner)
+    if weight_dtype not in _WEIGHT_DTYPES:
+        raise ConfigError(
+            f"{owner}.from_float: dynamic quantization needs an int8 or float16 weight observer, the qconfig's gives "
+            f"{weight_dtype.name}; use qcore.default_dynamic_qconfig, per_channel_dynamic_qconfig or float16_dynamic_qconfig"
+        )
+    if weight_dtype is dtypes.float16:
+        return DynamicQuantSettings(weight_dtype), weight_factory
+    act = qconfig.activation()
+    act_dtype = weight_dtype_of(act, owner)
+    if act_dtype not in (dtypes.uint8, dtypes.int8):
+        raise ConfigError(
+            f"{owner}.from_float: int8 dynamic quantization quantizes activations to uint8 or int8, the qconfig's activation "
+            f"observer gives {act_dtype.name}; use qcore.default_dynamic_qconfig, or qcore.nn.quantized.weight_only for float activations"
+        )
+    spec = getattr(act, "spec", None)
+    lo = hi = None
+    if spec is not None and spec.is_dynamic and spec.quant_min is not None:
+        lo, hi = spec.quant_min, spec.quant_max
+    rr = DEFAULT_REDUCE_RANGE or bool(getattr(spec, "reduce_range", False)) if reduce_range is None else bool(reduce_range)
+    try:
+        settings = DynamicQuantSettings(weight_dtype, act_dtype, lo, hi, rr)
+    except ConfigError as exc:
+        raise ConfigError(f"{owner}.from_float: {exc}") from None
+    return settings, weight_factory
