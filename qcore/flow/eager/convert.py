@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrize import type_before_parametrizations
 
-from qcore.errors import ConfigError, QcoreError, QuantizationError
+from qcore.errors import ConfigError, QcoreError, QuantizationError, UncalibratedWarning
 from qcore.flow import mappings
 from qcore.flow.eager.custom_modules import observed_to_quantized_mapping
 from qcore.flow.eager.prepare import (
@@ -98,6 +98,15 @@ def _named_error(exc: Exception, where: str) -> Exception:
     return ConfigError(message)
 
 
+def _reissue(caught: list, where: str) -> None:
+    """Re-emit warnings raised while building a module, naming the module for the uncalibrated ones."""
+    for w in caught:
+        if issubclass(w.category, UncalibratedWarning):
+            warnings.warn(f"{where}: {w.message}", UncalibratedWarning, stacklevel=5)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def _swap(
     mod: nn.Module,
     name: str,
@@ -114,10 +123,13 @@ def _swap(
     if custom_target is None and target is None:
         return mod
     try:
-        if custom_target is not None:
-            new_mod = custom_target.from_observed(mod)
-        else:
-            new_mod = _call_from_float(target, mod, use_precomputed_fake_quant)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UncalibratedWarning)
+            if custom_target is not None:
+                new_mod = custom_target.from_observed(mod)
+            else:
+                new_mod = _call_from_float(target, mod, use_precomputed_fake_quant)
+        _reissue(caught, f"convert: {describe(name, mod)}")
     except Exception as exc:
         made_by = f"{custom_target.__name__}.from_observed" if custom_target is not None else f"{target.__name__}.from_float"
         raise _named_error(exc, f"convert: cannot swap {describe(name, mod)} with {made_by}") from exc
