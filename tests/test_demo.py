@@ -1,4 +1,4 @@
-"""``qcore demo``: the table's rows, fp32 and int8-simulation accuracy, and the weights cache."""
+"""``qcore demo``: the table's rows (fp32, int8 simulation, eager static / QAT / dynamic), and the weights cache."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import time
 import pytest
 import torch
 
+import qcore
 import qcore.demo
-from qcore.demo import train
-from qcore.demo.model import DigitsCNN, ModelConfig, fold_batchnorm
+from qcore.demo import eager_rows, train
+from qcore.demo.model import DigitsCNN, DigitsRNN, ModelConfig, QuantizableDigitsCNN, RecurrentConfig, fold_batchnorm
 from qcore.demo.report import format_table
 from qcore.demo.rows import Row
 
@@ -42,8 +43,16 @@ def table_rows(text: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     cache = tmp_path_factory.mktemp("qcore-cache")
-    status, text, seconds = run_main("--cache-dir", str(cache))
+    with pytest.MonkeyPatch.context() as patch:
+        # Every model the demo trains caches here, also where a producer falls back to the default directory.
+        patch.setenv("QCORE_CACHE_DIR", str(cache))
+        status, text, seconds = run_main("--cache-dir", str(cache))
     return cache, status, text, seconds
+
+
+def check_latency_and_size(row: list[str], low: float, high: float) -> None:
+    assert low < float(row[5]) < high, row
+    assert float(row[6]) > 0 and float(row[7]) > 0, row
 
 
 @pytest.mark.slow
@@ -57,15 +66,43 @@ def test_the_table_has_every_row_and_int8_simulation_keeps_accuracy(first_run):
     assert fp32[:3] == ["fp32", "-", "-"]
     fp32_accuracy = float(fp32[3])
     assert fp32_accuracy >= 95.0
-    simulated = [row for row in rows if row[1] == "reference"]
-    assert {tuple(row[2].split(" / ")) for row in simulated} == {(a, w) for a in ACTIVATIONS for w in WEIGHTS}
-    assert len(rows) == 8
-    assert rows[-1][0] == "fake-quant sim* (default)"
-    for row in rows[1:]:
-        assert row[0].startswith("fake-quant sim*")
+    simulated = [row for row in rows if row[0].startswith("fake-quant sim*")]
+    assert [row[0] for row in rows[1:len(simulated) + 1]] == [row[0] for row in simulated]  # right after fp32
+    assert {tuple(row[2].split(" / ")) for row in simulated if row[1] == "reference"} == {
+        (a, w) for a in ACTIVATIONS for w in WEIGHTS}
+    assert len(simulated) == 7
+    assert simulated[-1][0] == "fake-quant sim* (default)"
+    for row in simulated:
         assert float(row[3]) >= fp32_accuracy - 2.0, row
-        assert 0.2 < float(row[5]) < 0.3, row  # int8 weights: about a quarter of fp32
-        assert float(row[6]) > 0 and float(row[7]) > 0
+        check_latency_and_size(row, 0.2, 0.3)  # int8 weights: about a quarter of fp32
+
+
+@pytest.mark.slow
+def test_the_eager_rows_run_on_the_reference_backend_and_keep_accuracy(first_run):
+    _, status, text, _ = first_run
+    assert status == 0
+    rows = table_rows(text)
+    fp32_accuracy = float(rows[0][3])
+    eager = rows[8:]
+    active = qcore.get_backend()
+    qconfigs = ([active] if active != "reference" else []) + ["reference"]
+    static = [f"eager static ({name} qconfig)" for name in qconfigs]
+    qat = f"eager QAT ({active} qconfig, {eager_rows.QATSchedule().epochs} ep)"
+    dynamic = ["fp32 (LSTM)", "eager dynamic int8 (LSTM)", "fp32 (GRU)", "eager dynamic int8 (GRU)"]
+    assert [row[0] for row in eager] == static + [qat] + dynamic
+    for row in eager[:len(static) + 1]:  # static PTQ and QAT of the CNN
+        assert row[1] == "reference", row
+        assert float(row[3]) >= fp32_accuracy - 1.0, row
+        # The serialized int8 state_dict, qparams and pickling overhead included: under a third of fp32's.
+        check_latency_and_size(row, 0.25, 0.34)
+    for fp32_row, int8_row in zip(eager[-4::2], eager[-3::2]):
+        assert fp32_row[1:3] == ["-", "-"] and fp32_row[5] == fp32_row[7] == "1.00", fp32_row
+        assert float(fp32_row[3]) >= 95.0, fp32_row
+        assert int8_row[1:3] == ["reference", "dynamic / MinMax"], int8_row
+        assert float(int8_row[3]) >= float(fp32_row[3]) - 1.0, int8_row
+        check_latency_and_size(int8_row, 0.25, 0.4)
+    assert "torch.save of the converted model's state_dict" in text
+    assert "note: LSTM rows: DigitsRNN (LSTM" in text and "note: GRU rows: DigitsRNN (GRU" in text
 
 
 @pytest.mark.slow
@@ -77,9 +114,13 @@ def test_a_second_run_loads_the_cached_weights(first_run, monkeypatch):
         raise AssertionError("the second run trained instead of loading the cache")
 
     monkeypatch.setattr(train, "train_model", no_training)
+    monkeypatch.setattr(eager_rows, "train_recurrent", no_training)
+    monkeypatch.setenv("QCORE_CACHE_DIR", str(cache))
     status, text, seconds = run_main("--cache-dir", str(cache))
     assert status == 0
     assert "weights: loaded from cache" in text
+    assert {p.name.split("-")[1] for p in (cache / "demo").glob("digits-*.pt")} == {"cnn", "lstm", "gru"}
+    assert text.count("weights loaded from cache") == 2  # the LSTM and the GRU
     assert seconds < first_seconds
     # Same weights, same calibration: the same accuracies.
     assert [row[3] for row in table_rows(text)] == [row[3] for row in table_rows(first_text)]
@@ -108,6 +149,30 @@ def test_folding_batchnorm_keeps_the_function():
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
     assert isinstance(model.bn1, torch.nn.BatchNorm2d) and isinstance(folded.bn1, torch.nn.Identity)
+
+
+def test_the_quantizable_cnn_loads_the_trained_weights_and_computes_the_same():
+    torch.manual_seed(0)
+    model = DigitsCNN().train()
+    model(torch.rand(16, 1, 8, 8))
+    model.eval()
+    quantizable = QuantizableDigitsCNN.from_trained(model)
+    assert quantizable.state_dict().keys() == model.state_dict().keys()
+    assert not quantizable.training
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(quantizable(x), model(x), rtol=0, atol=0)
+    fused = qcore.fuse_modules(quantizable, quantizable.fuse_groups)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+    assert isinstance(fused.bn1, torch.nn.Identity) and isinstance(fused.relu3, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_the_recurrent_classifier_reads_the_rows_as_steps(cell):
+    model = DigitsRNN(RecurrentConfig(cell=cell, hidden=16))
+    assert isinstance(model.rnn, getattr(torch.nn, cell)) and model.rnn.input_size == 8
+    assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+    with pytest.raises(ValueError):
+        RecurrentConfig(cell="RNN")
 
 
 def test_the_table_aligns_its_columns():

@@ -66,7 +66,8 @@ def run_demo(options: DemoOptions = DemoOptions()) -> DemoResult:
     calibration = [data.train_images[order[i * size:(i + 1) * size]] for i in range(options.calibration_batches)]
     context = DemoContext(data=data, float_model=float_model, folded_model=fold_batchnorm(float_model),
                           batch_size=options.batch_size, rounds=options.rounds,
-                          calibration_batches=calibration, quiet=options.quiet)
+                          calibration_batches=calibration, quiet=options.quiet,
+                          cache_dir=options.cache_dir, use_cache=options.use_cache)
     with num_threads(1):
         rows = tuple(row for produce in ROW_PRODUCERS for row in produce(context))
     params = sum(p.numel() for p in float_model.parameters())

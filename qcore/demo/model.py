@@ -1,8 +1,10 @@
-"""The demo's model: a small CNN for 8x8 digits, and BatchNorm folding for inference."""
+"""The demo's models: a small CNN for 8x8 digits (plain and with quant stubs for the eager flow),
+a recurrent classifier reading the digits row by row, and BatchNorm folding for inference."""
 
 from __future__ import annotations
 
 import copy
+from typing import Callable, Optional
 
 import attrs
 import torch
@@ -24,6 +26,7 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
+        self.config = config
         c1, c2 = config.channels
         self.conv1 = nn.Conv2d(1, c1, kernel_size=3, padding=1)
         self.bn1 = nn.BatchNorm2d(c1)
@@ -42,6 +45,65 @@ class DigitsCNN(nn.Module):
         x = self.relu2(self.bn2(self.conv2(x)))
         x = self.flatten(self.pool(x))
         return self.fc2(self.relu3(self.fc1(x)))
+
+
+class QuantizableDigitsCNN(DigitsCNN):
+    """DigitsCNN between a QuantStub and a DeQuantStub, as eager-mode quantization needs.
+
+    Same parameters and state_dict keys as DigitsCNN (the stubs hold none), so
+    trained weights load as they are. The stub classes are arguments so the
+    same model also runs through torch.ao's flow in differential tests.
+    """
+
+    #: The groups ``fuse_modules`` / ``fuse_modules_qat`` fuse: conv-bn-relu twice, linear-relu.
+    FUSE_GROUPS = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("fc1", "relu3"))
+
+    def __init__(self, config: ModelConfig = ModelConfig(), quant_stub: Optional[Callable[[], nn.Module]] = None,
+                 dequant_stub: Optional[Callable[[], nn.Module]] = None) -> None:
+        super().__init__(config)
+        if quant_stub is None or dequant_stub is None:
+            from qcore.stubs import DeQuantStub, QuantStub
+
+            quant_stub, dequant_stub = quant_stub or QuantStub, dequant_stub or DeQuantStub
+        self.quant = quant_stub()
+        self.dequant = dequant_stub()
+
+    @classmethod
+    def from_trained(cls, model: DigitsCNN, **stubs: Callable[[], nn.Module]) -> "QuantizableDigitsCNN":
+        """A quantizable copy of a trained DigitsCNN, in the same training mode."""
+        quantizable = cls(model.config, **stubs)
+        quantizable.load_state_dict(model.state_dict())
+        return quantizable.train(model.training)
+
+    @property
+    def fuse_groups(self) -> list[list[str]]:
+        return [list(group) for group in self.FUSE_GROUPS]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dequant(super().forward(self.quant(x)))
+
+
+@attrs.frozen
+class RecurrentConfig:
+    """A recurrent classifier over the digits' 8 rows (8 steps of 8 pixels); part of the cache key."""
+
+    cell: str = attrs.field(default="LSTM", validator=attrs.validators.in_(("LSTM", "GRU")))
+    hidden: int = 64
+    num_classes: int = 10
+
+
+class DigitsRNN(nn.Module):
+    """An LSTM or GRU reading an 8x8 image row by row, then a linear layer on its last output."""
+
+    def __init__(self, config: RecurrentConfig = RecurrentConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.rnn = getattr(nn, config.cell)(8, config.hidden, batch_first=True)
+        self.fc = nn.Linear(config.hidden, config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x.reshape(x.shape[0], 8, 8))
+        return self.fc(out[:, -1])
 
 
 def fold_batchnorm(model: DigitsCNN) -> DigitsCNN:

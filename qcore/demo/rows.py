@@ -7,7 +7,8 @@ the list ``ROW_PRODUCERS``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import attrs
 import torch
@@ -48,6 +49,9 @@ class DemoContext:
     calibration_batches: list
     quiet: bool = False
     notes: list = attrs.Factory(list)
+    #: Where producers that train their own models cache the weights (as ``--cache-dir`` / ``--no-cache``).
+    cache_dir: Optional[Path] = None
+    use_cache: bool = True
 
     @property
     def latency_batch(self) -> torch.Tensor:
@@ -60,15 +64,21 @@ class DemoContext:
         return float_size_bytes(self.float_model)
 
     def measure(self, model: nn.Module, mode: str, backend: str, activation: str, weight: str,
-                size_bytes: int) -> Row:
-        """Accuracy on the test set, and latency interleaved with the fp32 model."""
+                size_bytes: int, baseline: Optional[nn.Module] = None, baseline_size: Optional[int] = None) -> Row:
+        """Accuracy on the test set, and latency interleaved with the fp32 model.
+
+        ``baseline`` (default: the float CNN) is the fp32 model the latency is
+        timed against; ``baseline_size`` (default: :attr:`float_size`) the size
+        the ratio divides by.
+        """
+        baseline = self.float_model if baseline is None else baseline
         model.eval()
         acc = accuracy(model, self.data.test_images, self.data.test_labels, self.batch_size)
-        ms, fp32_ms = interleaved_latency(model, self.float_model, self.latency_batch, self.rounds)
-        if model is self.float_model:
+        ms, fp32_ms = interleaved_latency(model, baseline, self.latency_batch, self.rounds)
+        if model is baseline:
             ms = fp32_ms  # the same model timed twice: report one median, ratio exactly 1
-        return Row(mode, backend, activation, weight, acc, size_bytes, size_bytes / self.float_size,
-                   ms, ms / fp32_ms)
+        size_ratio = size_bytes / (self.float_size if baseline_size is None else baseline_size)
+        return Row(mode, backend, activation, weight, acc, size_bytes, size_ratio, ms, ms / fp32_ms)
 
     def calibration(self, label: str) -> Iterable[Any]:
         """The calibration batches, behind a progress bar named ``label``."""
@@ -135,4 +145,26 @@ def default_qconfig_rows(context: DemoContext) -> Iterator[Row]:
     yield simulate_row(context, qconfig, "fake-quant sim* (default)", backend)
 
 
-ROW_PRODUCERS: list[RowProducer] = [fp32_rows, simulation_rows, default_qconfig_rows]
+def eager_static_rows(context: DemoContext) -> Iterator[Row]:
+    """Eager static PTQ (fuse, prepare, calibrate, convert) on the reference backend; see qcore.demo.eager_rows."""
+    from qcore.demo.eager_rows import static_rows
+
+    yield from static_rows(context)
+
+
+def eager_qat_rows(context: DemoContext) -> Iterator[Row]:
+    """Eager QAT (fuse, prepare_qat, a short fine-tune, convert) on the reference backend."""
+    from qcore.demo.eager_rows import qat_rows
+
+    yield from qat_rows(context)
+
+
+def eager_dynamic_rows(context: DemoContext) -> Iterator[Row]:
+    """Dynamic int8 of small LSTM and GRU classifiers (fp32 rows first) on the reference backend."""
+    from qcore.demo.eager_rows import dynamic_rows
+
+    yield from dynamic_rows(context)
+
+
+ROW_PRODUCERS: list[RowProducer] = [fp32_rows, simulation_rows, default_qconfig_rows, eager_static_rows,
+                                    eager_qat_rows, eager_dynamic_rows]
