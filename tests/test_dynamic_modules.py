@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import io
 import warnings
 
@@ -21,6 +20,9 @@ from qcore.qtensor import quantize_per_tensor, quantize_per_tensor_dynamic
 from qcore.nn.quantized import dynamic as qd
 from qcore.nn.quantized.dynamic.functional import choose_dynamic_qparams, fake_quantize_dynamic
 
+import _helpers
+from _helpers import digits_split, fit, oracle
+
 torch.set_num_threads(1)
 SETTINGS = dict(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 QCONFIG_NAMES = ["default_dynamic_qconfig", "per_channel_dynamic_qconfig", "float16_dynamic_qconfig"]
@@ -37,12 +39,6 @@ def ao():
     return nnqd, tq
 
 
-def oracle(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
 def pair(float_mod: nn.Module, qconfig_name: str, kind: str):
     """(qcore module, torch.ao module) converted from the same float module with the same named qconfig."""
     nnqd, tq = ao()
@@ -54,12 +50,10 @@ def pair(float_mod: nn.Module, qconfig_name: str, kind: str):
     return ours, theirs
 
 
-@functools.lru_cache(maxsize=None)
 def digits():
-    datasets = pytest.importorskip("sklearn.datasets")
-    data = datasets.load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32).reshape(-1, 8, 8) / 16.0
-    return x, torch.tensor(data.target)
+    """The digits as 8 rows of 8 pixels."""
+    x, y = _helpers.digits()
+    return x.reshape(-1, 8, 8), y
 
 
 def input_step(x: torch.Tensor) -> float:
@@ -425,23 +419,14 @@ def _swap_dynamic(model: nn.Module, qconfig) -> nn.Module:
 def test_digits_sequence_classifier_dynamic_int8_accuracy(kind):
     """Dynamic int8 within 1 point of fp32, and no worse than torch.ao's quantize_dynamic by more than 0.3."""
     x, y = digits()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    train, test = order[:1400], order[1400:]
+    train, test = digits_split(len(x))
     torch.manual_seed(0)
     model = SequenceClassifier(kind)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(15):
-        for i in range(0, len(train), 64):
-            batch = train[i : i + 64]
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    fit(model, x, y, train, epochs=15)
     model.eval()
 
     def accuracy(m: nn.Module) -> float:
-        with torch.no_grad():
-            return (m(x[test]).argmax(1) == y[test]).float().mean().item() * 100
+        return _helpers.accuracy(m, x[test], y[test])
 
     fp32 = accuracy(model)
     assert fp32 > 90

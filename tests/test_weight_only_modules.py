@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import io
 import warnings
 
@@ -23,15 +22,12 @@ from qcore.nn.quantized import Embedding, EmbeddingBag
 from qcore.nn.quantized import weight_only as wo
 from qcore.nn.quantized.weight_only.functional import dequantize_weight, unpack_4bit
 
+import _helpers
+from _helpers import digits, digits_split, fit, oracle
+
 torch.set_num_threads(1)
 SETTINGS = dict(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 QCONFIGS = {8: "float_qparams_weight_only_qconfig", 4: "float_qparams_weight_only_qconfig_4bit"}
-
-
-def oracle(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 def ao():
@@ -54,13 +50,6 @@ def pair(float_mod: nn.Module, bits: int):
     mod.qconfig = getattr(tq, QCONFIGS[bits])
     theirs = oracle(getattr(nnq, kind).from_float, mod)
     return ours, theirs
-
-
-@functools.lru_cache(maxsize=None)
-def digits():
-    datasets = pytest.importorskip("sklearn.datasets")
-    data = datasets.load_digits()
-    return torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target)
 
 
 def table(rows: int = 50, dim: int = 16, seed: int = 0) -> torch.Tensor:
@@ -361,22 +350,13 @@ def test_weight_only_linear_errors_and_mappings():
 def test_digits_classifier_weight_only_accuracy(dtype):
     """A small MLP on the digits: int8 weight-only within 0.5 point of fp32, int4 (groups of 16) within 2."""
     x, y = digits()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    train, test = order[:1400], order[1400:]
+    train, test = digits_split(len(x))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(20):
-        for i in range(0, len(train), 64):
-            batch = train[i : i + 64]
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    fit(model, x, y, train, epochs=20)
 
     def accuracy(m: nn.Module) -> float:
-        with torch.no_grad():
-            return (m(x[test]).argmax(1) == y[test]).float().mean().item() * 100
+        return _helpers.accuracy(m, x[test], y[test])
 
     fp32 = accuracy(model)
     quantized = copy.deepcopy(model)

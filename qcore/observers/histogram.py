@@ -95,22 +95,30 @@ class HistogramObserver(UniformQuantizationObserverBase):
         x = x_orig.detach().to(self.min_val.dtype)
         x_min, x_max = torch.aminmax(x)
         self._require_finite(x, x_min, x_max)
-        if bool((self.min_val == float("inf")) | (self.max_val == float("-inf"))):
+        self._record(x, x_min, x_max)
+        return x_orig
+
+    def _empty(self) -> bool:
+        """True until the first input sets the range."""
+        return bool((self.min_val == float("inf")) | (self.max_val == float("-inf")))
+
+    def _record(self, x: Tensor, x_min: Tensor, x_max: Tensor) -> None:
+        """Add ``x`` (finite, with its min and max) to the histogram, widening the range and re-binning as needed."""
+        if self._empty():
             self.min_val.copy_(x_min)
             self.max_val.copy_(x_max)
             self.histogram.copy_(torch.histc(x, self.bins, min=float(x_min), max=float(x_max)))
-            return x_orig
+            return
         cur_min, cur_max = self.min_val, self.max_val
         new_min, new_max = torch.min(cur_min, x_min), torch.max(cur_max, x_max)
         update = torch.histc(x, self.bins, min=float(new_min), max=float(new_max)).to(self.histogram.device)
         if bool((new_min == cur_min) & (new_max == cur_max)):
             self.histogram.copy_(self.histogram + update)
-            return x_orig
+            return
         combined = self._combine_histograms(self.histogram, cur_min, cur_max, update, new_min, new_max)
         self.histogram.copy_(combined)
         self.min_val.copy_(new_min)
         self.max_val.copy_(new_max)
-        return x_orig
 
     def _combine_histograms(
         self, orig_hist: Tensor, orig_min: Tensor, orig_max: Tensor, update_hist: Tensor, update_min: Tensor, update_max: Tensor
@@ -142,6 +150,12 @@ class HistogramObserver(UniformQuantizationObserverBase):
 
     def calculate_qparams(self) -> tuple[Tensor, Tensor]:
         """qparams for the sub-range found by :meth:`_non_linear_param_search`."""
+        self._require_histogram()
+        new_min, new_max = self._non_linear_param_search()
+        return self._calculate_qparams(new_min, new_max)
+
+    def _require_histogram(self) -> None:
+        """Raise unless data was recorded into a histogram of ``bins`` bins (before choosing a range from it)."""
         name = type(self).__name__
         if bool((self.min_val == float("inf")) & (self.max_val == float("-inf"))):
             raise UncalibratedError(
@@ -153,8 +167,6 @@ class HistogramObserver(UniformQuantizationObserverBase):
                 f"{name} has a histogram of {self.histogram.numel()} bins but was built with bins={self.bins}; "
                 "load state dicts only into an observer with the same bins"
             )
-        new_min, new_max = self._non_linear_param_search()
-        return self._calculate_qparams(new_min, new_max)
 
     def _non_linear_param_search(self) -> tuple[Tensor, Tensor]:
         """The (min, max) whose quantization has the least L2 error, trimming quantiles from either end.

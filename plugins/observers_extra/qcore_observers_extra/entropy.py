@@ -32,12 +32,12 @@ from torch import Tensor
 
 from qcore import dtypes
 from qcore.dtypes import DTypeLike, QSchemeLike
-from qcore.errors import ConfigError, ObserverError
+from qcore.errors import ConfigError
 from qcore.observers.histogram import HistogramObserver
 from qcore.qparams import quant_range
 from qcore.quant_spec import DEFAULT_EPS
 
-from qcore_observers_extra.validation import positive_int, require_data
+from qcore_observers_extra.validation import positive_int
 
 __all__ = ["EntropyObserver", "kl_divergences", "entropy_threshold_bins"]
 
@@ -161,13 +161,8 @@ class EntropyObserver(HistogramObserver):
             return hist
         return torch.histc(x.abs(), self.bins, min=0.0, max=float(amax)).to(self.histogram.device)
 
-    def forward(self, x_orig: Tensor) -> Tensor:
-        if x_orig.numel() == 0:
-            return x_orig
-        x = x_orig.detach().to(self.min_val.dtype)
-        x_min, x_max = torch.aminmax(x)
-        self._require_finite(x, x_min, x_max)
-        if bool((self.min_val == float("inf")) | (self.max_val == float("-inf"))):
+    def _record(self, x: Tensor, x_min: Tensor, x_max: Tensor) -> None:
+        if self._empty():
             self.histogram.copy_(self._abs_histogram(x, torch.max(-x_min, x_max)))
         else:
             old_amax = torch.max(-self.min_val, self.max_val)
@@ -181,7 +176,6 @@ class EntropyObserver(HistogramObserver):
             x_min, x_max = torch.min(self.min_val, x_min), torch.max(self.max_val, x_max)
         self.min_val.copy_(x_min)
         self.max_val.copy_(x_max)
-        return x_orig
 
     @property
     def levels(self) -> int:
@@ -193,13 +187,7 @@ class EntropyObserver(HistogramObserver):
 
     def threshold(self) -> Tensor:
         """The KL-optimal clipping threshold on ``|x|``."""
-        name = type(self).__name__
-        require_data(name, self.min_val, self.max_val)
-        if self.histogram.numel() != self.bins:
-            raise ObserverError(
-                f"{name} has a histogram of {self.histogram.numel()} bins but was built with bins={self.bins}; "
-                "load state dicts only into an observer with the same bins"
-            )
+        self._require_histogram()
         amax = torch.max(-self.min_val, self.max_val)
         kept = entropy_threshold_bins(self.histogram, self.levels, self.start_bin, self.stride, self.smoothing)
         return amax * (kept / self.bins)

@@ -11,10 +11,7 @@ import abc
 
 from torch import Tensor
 
-from qcore.errors import ObserverError
 from qcore.observers.histogram import HistogramObserver
-
-from qcore_observers_extra.validation import require_data
 
 __all__ = ["HistogramRangeObserver"]
 
@@ -23,13 +20,7 @@ class HistogramRangeObserver(HistogramObserver):
     """A HistogramObserver whose qparams cover the range :meth:`_select_ranges` picks from its histogram."""
 
     def calculate_qparams(self) -> tuple[Tensor, Tensor]:
-        name = type(self).__name__
-        require_data(name, self.min_val, self.max_val)
-        if self.histogram.numel() != self.bins:
-            raise ObserverError(
-                f"{name} has a histogram of {self.histogram.numel()} bins but was built with bins={self.bins}; "
-                "load state dicts only into an observer with the same bins"
-            )
+        self._require_histogram()
         lo, hi = self._select_ranges(
             self.histogram.double().unsqueeze(0), self.min_val.double().reshape(1), self.max_val.double().reshape(1)
         )

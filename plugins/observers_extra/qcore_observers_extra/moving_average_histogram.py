@@ -49,14 +49,10 @@ class MovingAverageHistogramObserver(HistogramObserver):
         super().__init__(bins, dtype, qscheme, reduce_range, quant_min, quant_max, factory_kwargs, eps, is_dynamic, upsample_rate)
         self.averaging_constant = constant
 
-    def forward(self, x_orig: Tensor) -> Tensor:
-        if x_orig.numel() == 0:
-            return x_orig
-        x = x_orig.detach().to(self.min_val.dtype)
-        x_min, x_max = torch.aminmax(x)
-        self._require_finite(x, x_min, x_max)
-        if bool((self.min_val == float("inf")) | (self.max_val == float("-inf"))):
-            return super().forward(x_orig)
+    def _record(self, x: Tensor, x_min: Tensor, x_max: Tensor) -> None:
+        if self._empty():
+            super()._record(x, x_min, x_max)
+            return
         cur_min, cur_max = self.min_val, self.max_val
         new_min, new_max = torch.min(cur_min, x_min), torch.max(cur_max, x_max)
         update = torch.histc(x, self.bins, min=float(new_min), max=float(new_max)).to(self.histogram.device)
@@ -68,7 +64,6 @@ class MovingAverageHistogramObserver(HistogramObserver):
         self.histogram.copy_((1 - c) * old + c * update)
         self.min_val.copy_(new_min)
         self.max_val.copy_(new_max)
-        return x_orig
 
     def extra_repr(self) -> str:
         return f"averaging_constant={self.averaging_constant}, {super().extra_repr()}"

@@ -154,7 +154,21 @@ def _keep_better(current: tuple[Tensor, Tensor, Tensor], new: tuple[Tensor, Tens
     return tuple(torch.where(better, n, c) for n, c in zip(new, current))  # type: ignore[return-value]
 
 
-class MSEObserver(HistogramRangeObserver):
+class _MSERange:
+    """The range rule both MSE observers share: :func:`mse_search` with ``grid`` steps."""
+
+    grid: int
+    spec: QuantSpec
+    eps: Tensor
+
+    def _select_ranges(self, hist: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        return mse_search(hist, lo, hi, self.spec, self.eps, self.grid)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, {super().extra_repr()}"  # type: ignore[misc]
+
+
+class MSEObserver(_MSERange, HistogramRangeObserver):
     """Per-tensor range minimising the quantization MSE on the observed histogram (``grid``: search resolution).
 
     Other arguments are HistogramObserver's.
@@ -179,14 +193,8 @@ class MSEObserver(HistogramRangeObserver):
         super().__init__(bins, dtype, qscheme, reduce_range, quant_min, quant_max, factory_kwargs, eps, is_dynamic, upsample_rate)
         self.grid = grid
 
-    def _select_ranges(self, hist: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        return mse_search(hist, lo, hi, self.spec, self.eps, self.grid)
 
-    def extra_repr(self) -> str:
-        return f"grid={self.grid}, {super().extra_repr()}"
-
-
-class PerChannelMSEObserver(PerChannelHistogramObserverBase):
+class PerChannelMSEObserver(_MSERange, PerChannelHistogramObserverBase):
     """Per-channel ranges minimising each channel's quantization MSE (weights); one histogram per channel."""
 
     def __init__(
@@ -219,9 +227,3 @@ class PerChannelMSEObserver(PerChannelHistogramObserverBase):
                 f"{spec.qscheme.value}; use per_channel_affine or per_channel_symmetric, or "
                 "PerChannelPercentileObserver / PerChannelMinMaxObserver for float qparams"
             )
-
-    def _select_ranges(self, hist: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        return mse_search(hist, lo, hi, self.spec, self.eps, self.grid)
-
-    def extra_repr(self) -> str:
-        return f"grid={self.grid}, {super().extra_repr()}"

@@ -17,8 +17,7 @@ from torch import Tensor
 
 from qcore import dtypes
 from qcore.dtypes import DTypeLike, QSchemeLike
-from qcore.errors import ObserverError
-from qcore.observers.base import UniformQuantizationObserverBase
+from qcore.observers.per_channel import PerChannelObserverBase
 from qcore.quant_spec import DEFAULT_EPS
 
 from qcore_observers_extra.validation import positive_int, require_data
@@ -72,7 +71,7 @@ def _scatter_rows(weights: Tensor, points: Tensor, lo: Tensor, hi: Tensor, bins:
     return out.reshape(channels, bins)
 
 
-class PerChannelHistogramObserverBase(UniformQuantizationObserverBase):
+class PerChannelHistogramObserverBase(PerChannelObserverBase):
     """Records a histogram per channel; subclasses turn the histograms into one range per channel.
 
     ``min_val``/``max_val`` (one value per channel) and ``histogram``
@@ -80,12 +79,9 @@ class PerChannelHistogramObserverBase(UniformQuantizationObserverBase):
     resizes them.
     """
 
-    per_channel = True
-    supports_dynamic = False
+    _channel_buffers = ("histogram", "min_val", "max_val")
 
     histogram: Tensor
-    min_val: Tensor
-    max_val: Tensor
 
     def __init__(
         self,
@@ -114,24 +110,6 @@ class PerChannelHistogramObserverBase(UniformQuantizationObserverBase):
         self.register_buffer("min_val", torch.tensor([], **kwargs))
         self.register_buffer("max_val", torch.tensor([], **kwargs))
 
-    @property
-    def ch_axis(self) -> int:
-        return self.spec.ch_axis
-
-    @ch_axis.setter
-    def ch_axis(self, value: int) -> None:
-        self._evolve(ch_axis=value)
-
-    def _channel_rows(self, x: Tensor) -> Tensor:
-        axis = self.ch_axis
-        if x.dim() == 0 or not -x.dim() <= axis < x.dim():
-            raise ObserverError(
-                f"{type(self).__name__} has ch_axis={axis} but got an input of shape {tuple(x.shape)}; "
-                "set ch_axis to the input's channel dimension"
-            )
-        y = x.transpose(0, axis).to(self.min_val.dtype)
-        return y.reshape(y.shape[0], -1)
-
     def forward(self, x_orig: Tensor) -> Tensor:
         if x_orig.numel() == 0:
             return x_orig
@@ -139,25 +117,16 @@ class PerChannelHistogramObserverBase(UniformQuantizationObserverBase):
         rows = self._channel_rows(x)
         cur_min, cur_max = torch.aminmax(rows, dim=1)
         self._require_finite(x, cur_min, cur_max)
-        if self.min_val.numel() == 0:
+        if not self._has_channels(cur_min):
             new_min, new_max = cur_min, cur_max
             hist = torch.zeros(rows.shape[0], self.bins, dtype=self.histogram.dtype, device=rows.device)
         else:
-            if self.min_val.shape != cur_min.shape:
-                raise ObserverError(
-                    f"{type(self).__name__} saw {cur_min.numel()} channels along ch_axis={self.ch_axis}, "
-                    f"but earlier inputs had {self.min_val.numel()}; feed tensors with a fixed channel count "
-                    "(or call reset_min_max_vals())"
-                )
             new_min, new_max = torch.min(self.min_val, cur_min), torch.max(self.max_val, cur_max)
             hist = self.histogram
             if not (torch.equal(new_min, self.min_val) and torch.equal(new_max, self.max_val)):
                 hist = rebin_rows(hist, self.min_val, self.max_val, new_min, new_max, self.upsample_rate)
         hist = hist + histogram_rows(rows, new_min, new_max, self.bins).to(hist.dtype)
-        for name, value in (("histogram", hist), ("min_val", new_min), ("max_val", new_max)):
-            buffer = getattr(self, name)
-            buffer.resize_(value.shape)
-            buffer.copy_(value)
+        self._store(histogram=hist, min_val=new_min, max_val=new_max)
         return x_orig
 
     def calculate_qparams(self) -> tuple[Tensor, Tensor]:
@@ -172,8 +141,7 @@ class PerChannelHistogramObserverBase(UniformQuantizationObserverBase):
 
     def reset_min_max_vals(self) -> None:
         """Forget what was observed (and the channel count)."""
-        self.min_val.resize_(0)
-        self.max_val.resize_(0)
+        super().reset_min_max_vals()
         self.histogram.resize_(0, self.bins)
 
     def extra_repr(self) -> str:
@@ -196,11 +164,6 @@ class PerChannelHistogramObserverBase(UniformQuantizationObserverBase):
                 f"{tuple(hist.shape)}; construct it with bins={hist.shape[-1]}"
             )
             return
-        # The buffers' sizes follow the channel count, unknown until data or a state dict arrives.
-        for name in ("histogram", "min_val", "max_val"):
-            value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor):
-                getattr(self, name).resize_(value.shape)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -53,7 +53,23 @@ def _percentiles(
     return low, high
 
 
-class PercentileObserver(HistogramRangeObserver):
+class _PercentileRange:
+    """The range rule both percentile observers share: the two percentiles of the histogram(s)."""
+
+    min_percentile: float
+    max_percentile: float
+
+    def _select_ranges(self, hist: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        return (
+            histogram_quantile(hist, lo, hi, self.min_percentile / 100.0),
+            histogram_quantile(hist, lo, hi, self.max_percentile / 100.0),
+        )
+
+    def extra_repr(self) -> str:
+        return f"min_percentile={self.min_percentile}, max_percentile={self.max_percentile}, {super().extra_repr()}"  # type: ignore[misc]
+
+
+class PercentileObserver(_PercentileRange, HistogramRangeObserver):
     """Per-tensor range from the ``min_percentile``-th to the ``max_percentile``-th percentile of the data.
 
     ``percentile=99.99`` (the default) means 0.01 to 99.99; set
@@ -84,17 +100,8 @@ class PercentileObserver(HistogramRangeObserver):
         self.min_percentile = low
         self.max_percentile = high
 
-    def _select_ranges(self, hist: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        return (
-            histogram_quantile(hist, lo, hi, self.min_percentile / 100.0),
-            histogram_quantile(hist, lo, hi, self.max_percentile / 100.0),
-        )
 
-    def extra_repr(self) -> str:
-        return f"min_percentile={self.min_percentile}, max_percentile={self.max_percentile}, {super().extra_repr()}"
-
-
-class PerChannelPercentileObserver(PerChannelHistogramObserverBase):
+class PerChannelPercentileObserver(_PercentileRange, PerChannelHistogramObserverBase):
     """Per-channel percentile ranges (weights): one histogram of ``bins`` bins per slice along ``ch_axis``."""
 
     def __init__(
@@ -121,12 +128,3 @@ class PerChannelPercentileObserver(PerChannelHistogramObserverBase):
         )
         self.min_percentile = low
         self.max_percentile = high
-
-    def _select_ranges(self, hist: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        return (
-            histogram_quantile(hist, lo, hi, self.min_percentile / 100.0),
-            histogram_quantile(hist, lo, hi, self.max_percentile / 100.0),
-        )
-
-    def extra_repr(self) -> str:
-        return f"min_percentile={self.min_percentile}, max_percentile={self.max_percentile}, {super().extra_repr()}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from qcore.errors import ConfigError, ObserverError, UncalibratedError
+from qcore.errors import ConfigError, UncalibratedError
 
 
 def positive_int(owner: str, name: str, value: Any) -> int:
@@ -28,7 +28,7 @@ def percent(owner: str, name: str, value: Any) -> float:
 
 
 def require_data(owner: str, min_val: Tensor, max_val: Tensor) -> None:
-    """ObserverError unless the observer has recorded at least one value (its min/max are set)."""
+    """UncalibratedError unless the observer has recorded at least one value (its min/max are set)."""
     if min_val.numel() == 0 or bool(((min_val == float("inf")) & (max_val == float("-inf"))).all()):
         raise UncalibratedError(
             f"{owner} saw no data; run calibration (pass representative inputs through the prepared model) "

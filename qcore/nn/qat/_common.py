@@ -67,3 +67,29 @@ def float_module_qconfig(cls: type, mod: nn.Module, suggested: str = "qcore.defa
 def detached_parameter(value: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
     """A new Parameter holding ``value`` without its autograd history (None stays None)."""
     return None if value is None else nn.Parameter(value.detach())
+
+
+def float_conv_module(qat: nn.Module, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Module:
+    """A float ``qat._FLOAT_CONV_MODULE`` shaped like ``qat`` holding ``weight``/``bias`` (detached).
+
+    Wrapped with ReLU in ``qat._FUSED_FLOAT_MODULE`` when ``qat`` has a
+    ``_FLOAT_RELU_MODULE``; left in ``qat``'s training mode.
+    """
+    conv = qat._FLOAT_CONV_MODULE(  # type: ignore[operator]
+        qat.in_channels,
+        qat.out_channels,
+        qat.kernel_size,
+        qat.stride,
+        qat.padding,
+        qat.dilation,
+        qat.groups,
+        bias is not None,
+        qat.padding_mode,
+    )
+    conv.weight = detached_parameter(weight)
+    conv.bias = detached_parameter(bias)
+    result: nn.Module = conv
+    if qat._FLOAT_RELU_MODULE is not None:
+        result = qat._FUSED_FLOAT_MODULE(conv, qat._FLOAT_RELU_MODULE())  # type: ignore[operator]
+    result.train(qat.training)
+    return result

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Optional, Union
 import torch
 from torch import nn
 
-from qcore.nn.qat._common import build_weight_fake_quant, detached_parameter, float_module_qconfig, require_qconfig
+from qcore.nn.qat._common import build_weight_fake_quant, float_conv_module, float_module_qconfig, require_qconfig
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
@@ -86,29 +86,9 @@ class _ConvNd(nn.Module):
         qat.bias = conv.bias
         return qat
 
-    def _float_conv(self) -> nn.modules.conv._ConvNd:
-        conv = self._FLOAT_CONV_MODULE(
-            self.in_channels,  # type: ignore[attr-defined]
-            self.out_channels,  # type: ignore[attr-defined]
-            self.kernel_size,  # type: ignore[attr-defined]
-            self.stride,  # type: ignore[attr-defined]
-            self.padding,  # type: ignore[attr-defined]
-            self.dilation,  # type: ignore[attr-defined]
-            self.groups,  # type: ignore[attr-defined]
-            self.bias is not None,
-            self.padding_mode,  # type: ignore[attr-defined]
-        )
-        conv.weight = detached_parameter(self.weight)
-        conv.bias = detached_parameter(self.bias)
-        return conv
-
     def to_float(self) -> nn.Module:
         """The float conv with the current weight (wrapped with ReLU in the fused float module for ConvReLU)."""
-        result: nn.Module = self._float_conv()
-        if self._FLOAT_RELU_MODULE is not None:
-            result = self._FUSED_FLOAT_MODULE(result, self._FLOAT_RELU_MODULE())  # type: ignore[misc]
-        result.train(self.training)
-        return result
+        return float_conv_module(self, self.weight, self.bias)
 
 
 class Conv1d(_ConvNd, nn.Conv1d):

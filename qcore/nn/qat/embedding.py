@@ -38,6 +38,13 @@ def _row_wise_weight_fake_quant(cls: type, qconfig: Any, device: Optional[torch.
     return weight_fake_quant
 
 
+def _with_table_of(qat: nn.Module, float_module: nn.Module) -> Any:
+    """``float_module`` holding ``qat``'s current table (detached), in ``qat``'s training mode."""
+    float_module.weight = detached_parameter(qat.weight)
+    float_module.train(qat.training)
+    return float_module
+
+
 class Embedding(nn.Embedding):
     """``F.embedding`` into ``weight_fake_quant(weight)``: training sees the table as the quantized model will."""
 
@@ -83,37 +90,21 @@ class Embedding(nn.Embedding):
             self.sparse,
         )
 
+    @staticmethod
+    def _float_args(mod: nn.Embedding) -> tuple[Any, ...]:
+        """``mod``'s table layout, as ``nn.Embedding`` takes it positionally (before ``_weight``)."""
+        return (mod.num_embeddings, mod.embedding_dim, mod.padding_idx, mod.max_norm, mod.norm_type,
+                mod.scale_grad_by_freq, mod.sparse)
+
     @classmethod
     def from_float(cls, mod: nn.Module, use_precomputed_fake_quant: bool = False) -> "Embedding":
         """The QAT module over ``mod``'s table (the same storage)."""
         qconfig = float_module_qconfig(cls, mod, "qcore.default_embedding_qat_qconfig")
-        return cls(
-            mod.num_embeddings,
-            mod.embedding_dim,
-            mod.padding_idx,
-            mod.max_norm,
-            mod.norm_type,
-            mod.scale_grad_by_freq,
-            mod.sparse,
-            mod.weight,
-            device=mod.weight.device,
-            qconfig=qconfig,
-        )
+        return cls(*cls._float_args(mod), mod.weight, device=mod.weight.device, qconfig=qconfig)
 
     def to_float(self) -> nn.Embedding:
         """A plain ``nn.Embedding`` with the current table."""
-        embedding = nn.Embedding(
-            self.num_embeddings,
-            self.embedding_dim,
-            self.padding_idx,
-            self.max_norm,
-            self.norm_type,
-            self.scale_grad_by_freq,
-            self.sparse,
-        )
-        embedding.weight = detached_parameter(self.weight)
-        embedding.train(self.training)
-        return embedding
+        return _with_table_of(self, nn.Embedding(*self._float_args(self)))
 
 
 class EmbeddingBag(nn.EmbeddingBag):
@@ -174,39 +165,18 @@ class EmbeddingBag(nn.EmbeddingBag):
             self.padding_idx,
         )
 
+    @staticmethod
+    def _float_args(mod: nn.EmbeddingBag, weight: Optional[torch.Tensor] = None) -> tuple[Any, ...]:
+        """``mod``'s table layout, as ``nn.EmbeddingBag`` takes it positionally, with ``weight`` as ``_weight``."""
+        return (mod.num_embeddings, mod.embedding_dim, mod.max_norm, mod.norm_type, mod.scale_grad_by_freq,
+                mod.mode, mod.sparse, weight, mod.include_last_offset, mod.padding_idx)
+
     @classmethod
     def from_float(cls, mod: nn.Module, use_precomputed_fake_quant: bool = False) -> "EmbeddingBag":
         """The QAT module over ``mod``'s table (the same storage)."""
         qconfig = float_module_qconfig(cls, mod, "qcore.default_embedding_qat_qconfig")
-        return cls(
-            mod.num_embeddings,
-            mod.embedding_dim,
-            mod.max_norm,
-            mod.norm_type,
-            mod.scale_grad_by_freq,
-            mod.mode,
-            mod.sparse,
-            mod.weight,
-            mod.include_last_offset,
-            mod.padding_idx,
-            qconfig=qconfig,
-            device=mod.weight.device,
-        )
+        return cls(*cls._float_args(mod, mod.weight), qconfig=qconfig, device=mod.weight.device)
 
     def to_float(self) -> nn.EmbeddingBag:
         """A plain ``nn.EmbeddingBag`` with the current table."""
-        bag = nn.EmbeddingBag(
-            self.num_embeddings,
-            self.embedding_dim,
-            self.max_norm,
-            self.norm_type,
-            self.scale_grad_by_freq,
-            self.mode,
-            self.sparse,
-            None,
-            self.include_last_offset,
-            self.padding_idx,
-        )
-        bag.weight = detached_parameter(self.weight)
-        bag.train(self.training)
-        return bag
+        return _with_table_of(self, nn.EmbeddingBag(*self._float_args(self)))

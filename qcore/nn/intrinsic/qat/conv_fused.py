@@ -37,10 +37,10 @@ from torch import nn
 from torch.nn import init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from qcore.errors import ConfigError
 from qcore.nn.intrinsic import modules as nni
+from qcore.nn.intrinsic.qat._bn import BnFoldMixin, freeze_bn_stats, update_bn_stats
 from qcore.nn.qat import conv as nnqat_conv
-from qcore.nn.qat._common import build_weight_fake_quant, float_module_qconfig, public_name, require_qconfig
+from qcore.nn.qat._common import float_conv_module, float_module_qconfig
 
 __all__ = [
     "ConvBn1d",
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 
-class _ConvBnNd(nn.modules.conv._ConvNd, nni.FusedModule):
+class _ConvBnNd(BnFoldMixin, nn.modules.conv._ConvNd, nni.FusedModule):
     """Conv + BatchNorm trained with the BN scale folded into the fake-quantized weight.
 
     Subclasses name ``_FLOAT_MODULE`` (the fused float module ``from_float``
@@ -68,9 +68,9 @@ class _ConvBnNd(nn.modules.conv._ConvNd, nni.FusedModule):
     _version = 2  # state_dict layout: weight, bias, bn.*, weight_fake_quant.* (torch.ao's version 2)
     _FLOAT_MODULE: ClassVar[type[nn.Module]]
     _FLOAT_CONV_MODULE: ClassVar[type[nn.modules.conv._ConvNd]]
-    _FLOAT_BN_MODULE: ClassVar[type[nn.modules.batchnorm._BatchNorm]]
     _FLOAT_RELU_MODULE: ClassVar[Optional[type[nn.Module]]] = None
     _FUSED_FLOAT_MODULE: ClassVar[Optional[type[nn.Module]]] = None
+    _FUSE_BN_WEIGHTS = staticmethod(fuse_conv_bn_weights)
 
     bias: Optional[nn.Parameter]
 
@@ -106,79 +106,21 @@ class _ConvBnNd(nn.modules.conv._ConvNd, nni.FusedModule):
             bias=False,
             padding_mode=padding_mode,
         )
-        self.qconfig = require_qconfig(type(self), qconfig)
-        self.freeze_bn = freeze_bn if self.training else True
-        self.bn = self._FLOAT_BN_MODULE(out_channels, eps, momentum, True, True)
-        self.weight_fake_quant = build_weight_fake_quant(qconfig)
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_bn_parameters()
-        # After reset_bn_parameters, which resets the same BN state.
-        if self.training and not freeze_bn:
-            self.update_bn_stats()
-        else:
-            self.freeze_bn_stats()
-
-    def reset_running_stats(self) -> None:
-        self.bn.reset_running_stats()
+        self._init_bn(out_channels, eps, momentum, freeze_bn, qconfig)
 
     def reset_bn_parameters(self) -> None:
         """Reset BN statistics, draw gamma ~ U(0, 1), zero beta, and re-draw the conv bias like nn.Conv."""
-        self.bn.reset_running_stats()
-        init.uniform_(self.bn.weight)
-        init.zeros_(self.bn.bias)
+        super().reset_bn_parameters()
         if self.bias is not None:
             fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
             bound = 1 / math.sqrt(fan_in)
             init.uniform_(self.bias, -bound, bound)
 
-    def update_bn_stats(self) -> "_ConvBnNd":
-        """Let BN use batch statistics and update its running ones (training behaviour)."""
-        self.freeze_bn = False
-        self.bn.training = True
-        return self
-
-    def freeze_bn_stats(self) -> "_ConvBnNd":
-        """Stop updating BN running statistics and normalise with them, even in ``train()`` mode."""
-        self.freeze_bn = True
-        self.bn.training = False
-        return self
-
-    def _forward(self, input: torch.Tensor) -> torch.Tensor:
-        running_var = self.bn.running_var
-        if running_var is None:
-            raise ConfigError(f"{public_name(type(self))}: bn.running_var is None; the BN must track running stats")
-        running_std = torch.sqrt(running_var + self.bn.eps)
-        scale_factor = self.bn.weight / running_std
-        weight_shape = [1] * self.weight.dim()
-        weight_shape[0] = -1
-        bias_shape = [1] * self.weight.dim()
-        bias_shape[1] = -1
-        scaled_weight = self.weight_fake_quant(self.weight * scale_factor.reshape(weight_shape))
-        # A zero bias here; the conv's own bias is added after un-scaling.
-        if self.bias is not None:
-            zero_bias = torch.zeros_like(self.bias, dtype=input.dtype)
-        else:
-            zero_bias = torch.zeros(self.out_channels, device=scaled_weight.device, dtype=input.dtype)
-        conv = self._conv_forward(input, scaled_weight, zero_bias)  # type: ignore[attr-defined]
-        conv_orig = conv / scale_factor.reshape(bias_shape)
-        if self.bias is not None:
-            conv_orig = conv_orig + self.bias.reshape(bias_shape)
-        return self.bn(conv_orig)
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        out = self._forward(input)
+        out = self._folded_forward(input, self._conv_forward)  # type: ignore[attr-defined]
         return F.relu(out) if self._FLOAT_RELU_MODULE is not None else out
-
-    def train(self, mode: bool = True) -> "_ConvBnNd":
-        """Set training mode, leaving a frozen BN in eval behaviour (so ``model.train()`` keeps it frozen)."""
-        self.training = mode
-        if not self.freeze_bn:
-            for module in self.children():
-                module.train(mode)
-        return self
 
     @classmethod
     def from_float(cls, mod: nn.Module, use_precomputed_fake_quant: bool = False) -> "_ConvBnNd":
@@ -200,57 +142,11 @@ class _ConvBnNd(nn.modules.conv._ConvNd, nni.FusedModule):
             False,
             qconfig,
         )
-        qat.weight = conv.weight
-        qat.bias = conv.bias
-        qat.bn.weight = bn.weight
-        qat.bn.bias = bn.bias
-        qat.bn.running_mean = bn.running_mean
-        qat.bn.running_var = bn.running_var
-        qat.bn.num_batches_tracked = bn.num_batches_tracked
-        qat.to(conv.weight.device)
-        return qat
-
-    def fold_bn(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The float ``(weight, bias)`` with BN's running statistics folded in, detached (what convert quantizes)."""
-        bn = self.bn
-        if bn.running_mean is None or bn.running_var is None:
-            raise ConfigError(
-                f"{public_name(type(self))}.fold_bn: the BN has no running statistics to fold; "
-                "build it with track_running_stats=True"
-            )
-        with torch.no_grad():
-            weight, bias = fuse_conv_bn_weights(
-                self.weight.detach(),
-                None if self.bias is None else self.bias.detach(),
-                bn.running_mean,
-                bn.running_var,
-                bn.eps,
-                bn.weight.detach(),
-                bn.bias.detach(),
-            )
-        return weight.detach(), bias.detach()
+        return qat._share_float_parameters(conv, bn)
 
     def to_float(self) -> nn.Module:
         """The BN-folded float conv (inside the fused float ConvReLU for the ReLU variants)."""
-        weight, bias = self.fold_bn()
-        conv = self._FLOAT_CONV_MODULE(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,  # type: ignore[arg-type]
-            self.stride,  # type: ignore[arg-type]
-            self.padding,  # type: ignore[arg-type]
-            self.dilation,  # type: ignore[arg-type]
-            self.groups,
-            True,
-            self.padding_mode,
-        )
-        conv.weight = nn.Parameter(weight)
-        conv.bias = nn.Parameter(bias)
-        result: nn.Module = conv
-        if self._FLOAT_RELU_MODULE is not None:
-            result = self._FUSED_FLOAT_MODULE(conv, self._FLOAT_RELU_MODULE())  # type: ignore[misc]
-        result.train(self.training)
-        return result
+        return float_conv_module(self, *self.fold_bn())
 
 
 class ConvBn1d(_ConvBnNd, nn.Conv1d):
@@ -329,21 +225,3 @@ class ConvReLU3d(_ConvReLUMixin, nnqat_conv.Conv3d, nni.FusedModule):
 
     _FLOAT_MODULE: ClassVar[type[nn.Module]] = nni.ConvReLU3d
     _FUSED_FLOAT_MODULE: ClassVar[Optional[type[nn.Module]]] = nni.ConvReLU3d
-
-
-def _bn_qat_types() -> tuple[type, ...]:
-    from qcore.nn.intrinsic.qat.linear_fused import LinearBn1d
-
-    return (_ConvBnNd, LinearBn1d)
-
-
-def update_bn_stats(mod: nn.Module) -> None:
-    """Unfreeze BN statistics of a QAT ConvBn* / ConvBnReLU* / LinearBn1d (for ``model.apply``)."""
-    if isinstance(mod, _bn_qat_types()):
-        mod.update_bn_stats()  # type: ignore[operator]
-
-
-def freeze_bn_stats(mod: nn.Module) -> None:
-    """Freeze BN statistics of a QAT ConvBn* / ConvBnReLU* / LinearBn1d (for ``model.apply``)."""
-    if isinstance(mod, _bn_qat_types()):
-        mod.freeze_bn_stats()  # type: ignore[operator]
