@@ -111,6 +111,8 @@ _LAZY = {
     "get_static_quant_module_class": "qcore.flow.mappings",
     "get_dynamic_quant_module_class": "qcore.flow.mappings",
     "no_observer_set": "qcore.flow.mappings",
+    "save": "qcore.checkpoint",
+    "load": "qcore.checkpoint",
     "weight_only_qconfig": "qcore.nn.quantized.weight_only",
     "weight_only_int8_qconfig": "qcore.nn.quantized.weight_only",
     "weight_only_int4_qconfig": "qcore.nn.quantized.weight_only",

@@ -49,7 +49,7 @@ def _storage(storage_dtype: StorageLike, fn: str) -> tuple[torch.dtype, int, int
     """(torch storage dtype, bits, lowest, highest) for the integers ``fn`` writes.
 
     4-bit dtypes are returned unpacked, one value per byte (uint8 for uint4,
-    int8 for int4); :mod:`qcore.int4` packs them two to a byte.
+    int8 for int4); :mod:`qcore.int4_packing` packs them two to a byte.
     """
     if isinstance(storage_dtype, torch.dtype):
         table = {torch.uint8: dtypes.uint8, torch.int8: dtypes.int8, torch.int32: dtypes.int32}

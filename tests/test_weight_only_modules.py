@@ -16,7 +16,7 @@ from torch import nn
 import qcore
 from qcore import dtypes
 from qcore.errors import ConfigError, QuantizationError
-from qcore.int4 import pack_int4, unpack_int4
+from qcore.int4_packing import pack_int4, unpack_int4
 from qcore.qtensor import quantize_per_channel, quantize_per_tensor
 from qcore.nn.quantized import Embedding, EmbeddingBag
 from qcore.nn.quantized import weight_only as wo

@@ -41,7 +41,7 @@ from qcore.flow.eager.prepare import (
 )
 from qcore.stubs import DeQuantStub, QuantStub
 
-__all__ = ["convert", "swap_module", "UnquantizedModuleWarning", "MappingLookup"]
+__all__ = ["convert", "lower_module", "swap_module", "UnquantizedModuleWarning", "MappingLookup"]
 
 
 class UnquantizedModuleWarning(UserWarning):
@@ -159,6 +159,28 @@ def swap_module(
                  use_precomputed_fake_quant)
 
 
+def lower_module(module: nn.Module, backend: Optional[str], name: str = "") -> nn.Module:
+    """``module`` lowered for ``backend`` through the ``qcore_lower_module`` hook (itself when no plugin lowers it).
+
+    Convert, checkpoint loading and the FX flow all lower through here, so a
+    backend's kernels are picked the same way whichever way a model arrives.
+    """
+    if backend is None:
+        return module
+    from qcore.registry import get_registry
+
+    try:
+        lowered = get_registry().hook.qcore_lower_module(backend=backend, module=module)
+    except Exception as exc:
+        raise _named_error(exc, f"lowering {describe(name, module)} for the backend {backend!r} failed") from exc
+    if lowered is None:
+        return module
+    if not isinstance(lowered, nn.Module):
+        raise ConfigError(f"the backend {backend!r} lowered {describe(name, module)} to "
+                          f"{type(lowered).__name__}, not a module")
+    return lowered
+
+
 class _Conversion:
     """One convert pass: which modules were swapped, so the checks after it know the quantized region."""
 
@@ -171,7 +193,6 @@ class _Conversion:
         self.purpose = purpose
         self.fused = fused_module_types()
         self.swapped: dict[int, type] = {}  # id(new module) -> source type
-        self._hook: Any = None
 
     def run(self, module: nn.Module, prefix: str = "") -> None:
         reassign = {}
@@ -218,23 +239,7 @@ class _Conversion:
         )
 
     def _lower(self, name: str, module: nn.Module) -> nn.Module:
-        if self.lower_backend is None:
-            return module
-        if self._hook is None:
-            from qcore.registry import get_registry
-
-            self._hook = get_registry().hook.qcore_lower_module
-        try:
-            lowered = self._hook(backend=self.lower_backend, module=module)
-        except Exception as exc:
-            raise _named_error(exc, f"convert: lowering {describe(name, module)} for the backend "
-                                    f"{self.lower_backend!r} failed") from exc
-        if lowered is None:
-            return module
-        if not isinstance(lowered, nn.Module):
-            raise ConfigError(f"convert: the backend {self.lower_backend!r} lowered {describe(name, module)} to "
-                              f"{type(lowered).__name__}, not a module")
-        return lowered
+        return lower_module(module, self.lower_backend, name)
 
     # --- after the swaps --------------------------------------------------------------
 

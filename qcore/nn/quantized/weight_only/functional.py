@@ -1,6 +1,6 @@
 """TorchScript-compatible reference kernels for stored weights: 4-bit unpacking and exact dequantization.
 
-Every function here computes bit for bit what :mod:`qcore.int4` and
+Every function here computes bit for bit what :mod:`qcore.int4_packing` and
 ``qcore.affine.dequantize_affine`` (``QTensor.dequantize()``) compute, but in
 code ``torch.jit.script`` accepts, so a quantized module that dequantizes its
 weights on the fly stays scriptable. The tests check the equality.
@@ -23,7 +23,7 @@ __all__ = [
 
 
 def unpack_4bit(packed: Tensor, length: int, signed: bool) -> Tensor:
-    """``qcore.int4.unpack_int4`` along the last dimension: uint8 nibbles (0..15) or int8 (-8..7)."""
+    """``qcore.int4_packing.unpack_int4`` along the last dimension: uint8 nibbles (0..15) or int8 (-8..7)."""
     wide = packed.to(torch.int16)
     shape: List[int] = list(packed.shape[:-1])
     shape.append(2 * packed.shape[-1])

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from qcore import dtypes
 from qcore.dtypes import DTypeLike, QDType, QScheme
 from qcore.errors import ConfigError, QuantizationError
-from qcore.int4 import pack_int4, unpack_int4
+from qcore.int4_packing import pack_int4, unpack_int4
 from qcore.qtensor import QTensor, quantize_per_channel, quantize_per_tensor
 from qcore.nn.quantized.weight_only.functional import dequantize_weight
 

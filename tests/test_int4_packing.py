@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qcore import dtypes
-from qcore.int4 import pack_int4, packed_length, unpack_int4
+from qcore.int4_packing import pack_int4, packed_length, unpack_int4
 from qcore.errors import QuantizationError
 
 
