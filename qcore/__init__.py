@@ -113,6 +113,7 @@ _LAZY = {
     "no_observer_set": "qcore.flow.mappings",
     "save": "qcore.checkpoint",
     "load": "qcore.checkpoint",
+    "CheckpointError": "qcore.checkpoint",
     "weight_only_qconfig": "qcore.nn.quantized.weight_only",
     "weight_only_int8_qconfig": "qcore.nn.quantized.weight_only",
     "weight_only_int4_qconfig": "qcore.nn.quantized.weight_only",
