@@ -17,6 +17,7 @@ _EXPORTS = {
     "FloatFunctional": "functional_modules", "FXFloatFunctional": "functional_modules",
     "QFunctional": "functional_modules",
     "Embedding": "embedding", "EmbeddingBag": "embedding",
+    "LSTM": "rnn", "MultiheadAttention": "multihead_attention",
 }
 __all__ = sorted(_EXPORTS) + ["dynamic", "weight_only"]
 _getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
