@@ -18,6 +18,7 @@ quantized tensor raises QuantizationError naming it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import warnings
@@ -98,6 +99,12 @@ def _named_error(exc: Exception, where: str) -> Exception:
     return ConfigError(message)
 
 
+def _reference_backend() -> Any:
+    from qcore.backend_selection import backend
+
+    return backend("reference")
+
+
 def _reissue(caught: list, where: str) -> None:
     """Re-emit warnings raised while building a module, naming the module for the uncalibrated ones."""
     for w in caught:
@@ -113,8 +120,13 @@ def _swap(
     target_for: TargetLookup,
     custom: Mapping[type, type],
     use_precomputed_fake_quant: bool,
+    reference: bool = False,
 ) -> nn.Module:
-    """The module that replaces ``mod`` (``mod`` itself when nothing applies)."""
+    """The module that replaces ``mod`` (``mod`` itself when nothing applies).
+
+    With ``reference``, custom modules that convert their insides themselves do
+    so on the reference backend, so ``is_reference=True`` reaches them too.
+    """
     if getattr(mod, "qconfig", None) is None:
         return mod
     mod_type = type_before_parametrizations(mod)
@@ -126,7 +138,8 @@ def _swap(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UncalibratedWarning)
             if custom_target is not None:
-                new_mod = custom_target.from_observed(mod)
+                with _reference_backend() if reference else contextlib.nullcontext():
+                    new_mod = custom_target.from_observed(mod)
             else:
                 new_mod = _call_from_float(target, mod, use_precomputed_fake_quant)
         _reissue(caught, f"convert: {describe(name, mod)}")
@@ -207,7 +220,8 @@ class _Conversion:
             )
             if not unit:
                 self.run(child, qualified)
-            new = _swap(child, qualified, self.target_for, self.custom, self.use_precomputed_fake_quant)
+            new = _swap(child, qualified, self.target_for, self.custom, self.use_precomputed_fake_quant,
+                        reference=self.lower_backend is None and self.purpose == "convert")
             if new is child:
                 self._check_unswapped(qualified, child)
                 continue
