@@ -118,7 +118,7 @@ _LAZY = {
     "weight_only_int8_qconfig": "qcore.nn.quantized.weight_only",
     "weight_only_int4_qconfig": "qcore.nn.quantized.weight_only",
 }
-_SUBPACKAGES = ("nn",)
+_SUBPACKAGES = ("nn", "fx")
 
 
 def __getattr__(name: str) -> Any:
