@@ -1,0 +1,269 @@
+"""The kernel calls of the static modules, as small scriptable modules: quantized torch tensor in and out.
+
+In eager mode a kernel module calls ``op.eager()`` (the same kernel call
+through torch's C++ entry point, without the Python dispatch wrapper, or
+``op.forward``); its TorchScript twin runs ``op.forward`` between
+``torch.quantize_per_tensor`` and ``dequantize``. So eager and scripted
+results are the same integers. Everything an op needs is a plain attribute
+(float, int, packed weights, tensors), read without ``nn.Module.__getattr__``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LINEAR", "LINEAR_RELU", "CONV1D", "CONV1D_RELU", "CONV2D", "CONV2D_RELU", "CONV_TRANSPOSE1D", "CONV_TRANSPOSE2D",
+    "CONV3D", "CONV3D_RELU", "CONV_TRANSPOSE3D",
+    "fast_op", "QLinearOp", "QConvOp", "QConv3dOp", "QuantizeOp", "QActivationOp", "QFixedActivationOp", "QNormOp",
+]
+
+
+def fast_op(name: str, overload: str = "default") -> Callable[..., Tensor]:
+    """``torch.ops.quantized.<name>.<overload>``'s C++ entry point, skipping the Python wrapper (eager calls only)."""
+    op = getattr(getattr(torch.ops.quantized, name), overload)
+    return getattr(op, "_op", op)
+
+
+# Which kernel an op module runs (TorchScript wants one type per attribute, so these are ints).
+LINEAR, LINEAR_RELU = 0, 1
+CONV1D, CONV1D_RELU, CONV2D, CONV2D_RELU, CONV_TRANSPOSE1D, CONV_TRANSPOSE2D = 0, 1, 2, 3, 4, 5
+CONV3D, CONV3D_RELU, CONV_TRANSPOSE3D = 0, 1, 2
+
+
+class QLinearOp(nn.Module):
+    """``quantized::linear`` / ``linear_relu`` with packed weights and the output qparams."""
+
+    def __init__(self, packed: object, kind: int, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.packed = packed
+        self.kind = kind
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == 1:
+            return torch.ops.quantized.linear_relu(x, self.packed, self.scale, self.zero_point)
+        return torch.ops.quantized.linear(x, self.packed, self.scale, self.zero_point)
+
+    def eager(self) -> Callable[[Tensor], Tensor]:
+        """``forward`` for eager mode, through the kernel's C++ entry point (the same computation)."""
+        fn = fast_op("linear_relu" if self.kind == 1 else "linear")
+        packed, scale, zero_point = self.packed, self.scale, self.zero_point
+        return lambda x: fn(x, packed, scale, zero_point)
+
+
+_CONV_NAMES = {
+    CONV1D: ("conv1d", "default"), CONV1D_RELU: ("conv1d_relu", "default"), CONV2D: ("conv2d", "new"),
+    CONV2D_RELU: ("conv2d_relu", "new"), CONV_TRANSPOSE1D: ("conv_transpose1d", "default"),
+    CONV_TRANSPOSE2D: ("conv_transpose2d", "default"),
+}
+_CONV3D_NAMES = {
+    CONV3D: ("conv3d", "new"), CONV3D_RELU: ("conv3d_relu", "new"), CONV_TRANSPOSE3D: ("conv_transpose3d", "default"),
+}
+
+
+def _conv_eager(op: nn.Module, names: dict) -> Callable[[Tensor], Tensor]:
+    fn = fast_op(*names[op.kind])
+    packed, packed_onednn, scale, zero_point = op.packed, op.packed_onednn, op.scale, op.zero_point
+    macs_per_input, pixels_per_input = op.macs_per_input, op.pixels_per_input
+    min_macs, min_pixels = op.onednn_min_macs, op.onednn_min_pixels
+
+    def run(x: Tensor) -> Tensor:
+        n = x.numel()
+        big = n * macs_per_input >= min_macs or n * pixels_per_input >= min_pixels
+        return fn(x, packed_onednn if big else packed, scale, zero_point)
+
+    return run
+
+
+class QConvOp(nn.Module):
+    """1-d and 2-d convolutions (plain, +ReLU, transposed): weights packed for fbgemm and, where allowed, onednn.
+
+    onednn wins on big convolutions and loses on small ones (its fixed cost per
+    call is larger), so each call picks by size: at least ``onednn_min_macs``
+    multiply-accumulates (``x.numel() * macs_per_input``) or ``onednn_min_pixels``
+    output pixels (``x.numel() * pixels_per_input``) run onednn.
+    """
+
+    def __init__(self, packed: object, packed_onednn: object, kind: int, scale: float, zero_point: int,
+                 macs_per_input: float, pixels_per_input: float, onednn_min_macs: float,
+                 onednn_min_pixels: float) -> None:
+        super().__init__()
+        self.packed = packed
+        self.packed_onednn = packed_onednn
+        self.kind = kind
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+        self.macs_per_input = float(macs_per_input)
+        self.pixels_per_input = float(pixels_per_input)
+        self.onednn_min_macs = float(onednn_min_macs)
+        self.onednn_min_pixels = float(onednn_min_pixels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        packed = self.packed
+        n = x.numel()
+        if n * self.macs_per_input >= self.onednn_min_macs or n * self.pixels_per_input >= self.onednn_min_pixels:
+            packed = self.packed_onednn
+        k = self.kind
+        if k == 2:
+            return torch.ops.quantized.conv2d(x, packed, self.scale, self.zero_point)
+        if k == 3:
+            return torch.ops.quantized.conv2d_relu(x, packed, self.scale, self.zero_point)
+        if k == 0:
+            return torch.ops.quantized.conv1d(x, packed, self.scale, self.zero_point)
+        if k == 1:
+            return torch.ops.quantized.conv1d_relu(x, packed, self.scale, self.zero_point)
+        if k == 4:
+            return torch.ops.quantized.conv_transpose1d(x, packed, self.scale, self.zero_point)
+        return torch.ops.quantized.conv_transpose2d(x, packed, self.scale, self.zero_point)
+
+    def eager(self) -> Callable[[Tensor], Tensor]:
+        """``forward`` for eager mode, through the kernel's C++ entry point (the same choice and computation)."""
+        return _conv_eager(self, _CONV_NAMES)
+
+
+class QConv3dOp(nn.Module):
+    """3-d convolutions (plain, +ReLU, transposed); see :class:`QConvOp` for the engine choice."""
+
+    def __init__(self, packed: object, packed_onednn: object, kind: int, scale: float, zero_point: int,
+                 macs_per_input: float, pixels_per_input: float, onednn_min_macs: float,
+                 onednn_min_pixels: float) -> None:
+        super().__init__()
+        self.packed = packed
+        self.packed_onednn = packed_onednn
+        self.kind = kind
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+        self.macs_per_input = float(macs_per_input)
+        self.pixels_per_input = float(pixels_per_input)
+        self.onednn_min_macs = float(onednn_min_macs)
+        self.onednn_min_pixels = float(onednn_min_pixels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        packed = self.packed
+        n = x.numel()
+        if n * self.macs_per_input >= self.onednn_min_macs or n * self.pixels_per_input >= self.onednn_min_pixels:
+            packed = self.packed_onednn
+        if self.kind == 0:
+            return torch.ops.quantized.conv3d(x, packed, self.scale, self.zero_point)
+        if self.kind == 1:
+            return torch.ops.quantized.conv3d_relu(x, packed, self.scale, self.zero_point)
+        return torch.ops.quantized.conv_transpose3d(x, packed, self.scale, self.zero_point)
+
+    def eager(self) -> Callable[[Tensor], Tensor]:
+        """``forward`` for eager mode, through the kernel's C++ entry point (the same choice and computation)."""
+        return _conv_eager(self, _CONV3D_NAMES)
+
+
+class QuantizeOp(nn.Module):
+    """``torch.quantize_per_tensor`` to quint8: float in, quantized out (bit-exact with qcore's quantize)."""
+
+    def __init__(self, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.quantize_per_tensor(x, self.scale, self.zero_point, torch.quint8)
+
+
+# Element-wise / softmax kernels of QActivationOp.
+HARDSWISH, ELU, LEAKY_RELU, SIGMOID, SOFTMAX, RELU6_KEEP, RELU6 = 0, 1, 2, 3, 4, 5, 6
+
+
+class QActivationOp(nn.Module):
+    """Activations with a kernel taking the output qparams (hardswish, elu, leaky_relu, sigmoid, softmax, relu6).
+
+    ``RELU6_KEEP`` keeps the input's qparams (torch.ao's ReLU6, exact);
+    ``RELU6`` requantizes onto the output grid through float, as the reference does.
+    """
+
+    def __init__(self, kind: int, scale: float, zero_point: int, param: float = 0.0, dim: int = -1) -> None:
+        super().__init__()
+        self.kind = kind
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+        self.param = float(param)
+        self.dim = int(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.kind
+        if k == 0:
+            return torch.ops.quantized.hardswish(x, self.scale, self.zero_point)
+        if k == 1:
+            return torch.ops.quantized.elu(x, self.scale, self.zero_point, self.param)
+        if k == 2:
+            return torch.ops.quantized.leaky_relu(x, self.param, False, self.scale, self.zero_point)
+        if k == 3:
+            return torch.ops.quantized.sigmoid(x, self.scale, self.zero_point)
+        if k == 4:
+            return torch.ops.quantized.softmax(x, self.dim, self.scale, self.zero_point)
+        if k == 5:
+            return torch.ops.quantized.relu6(x, False)
+        return torch.quantize_per_tensor(F.relu6(x.dequantize()), self.scale, self.zero_point, torch.quint8)
+
+
+TANH, HARDSIGMOID = 0, 1
+
+
+class QFixedActivationOp(nn.Module):
+    """tanh and hardsigmoid, whose torch kernels fix the output qparams (2/256, 128) and (1/256, 0)."""
+
+    def __init__(self, kind: int) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == 0:
+            return torch.tanh(x)
+        return F.hardsigmoid(x)
+
+
+BATCH_NORM2D, BATCH_NORM2D_RELU, BATCH_NORM3D, BATCH_NORM3D_RELU = 0, 1, 2, 3
+LAYER_NORM, GROUP_NORM, INSTANCE_NORM = 4, 5, 6
+
+
+class QNormOp(nn.Module):
+    """Batch, layer, group and instance norm kernels with float affine parameters and the output qparams."""
+
+    def __init__(self, kind: int, scale: float, zero_point: int, eps: float, weight: Optional[Tensor],
+                 bias: Optional[Tensor], mean: Optional[Tensor] = None, var: Optional[Tensor] = None,
+                 shape: Optional[List[int]] = None, groups: int = 1) -> None:
+        super().__init__()
+        self.kind = kind
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+        self.eps = float(eps)
+        self.weight = weight
+        self.bias = bias
+        self.mean = mean if mean is not None else torch.zeros(0)
+        self.var = var if var is not None else torch.ones(0)
+        self.shape = [int(s) for s in shape] if shape else [0]  # never empty: TorchScript types it from the value
+        self.groups = int(groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.kind
+        if k == 0:
+            return torch.ops.quantized.batch_norm2d(
+                x, self.weight, self.bias, self.mean, self.var, self.eps, self.scale, self.zero_point)
+        if k == 1:
+            return torch.ops.quantized.batch_norm2d_relu(
+                x, self.weight, self.bias, self.mean, self.var, self.eps, self.scale, self.zero_point)
+        if k == 2:
+            return torch.ops.quantized.batch_norm3d(
+                x, self.weight, self.bias, self.mean, self.var, self.eps, self.scale, self.zero_point)
+        if k == 3:
+            return torch.ops.quantized.batch_norm3d_relu(
+                x, self.weight, self.bias, self.mean, self.var, self.eps, self.scale, self.zero_point)
+        if k == 4:
+            return torch.ops.quantized.layer_norm(
+                x, self.shape, self.weight, self.bias, self.eps, self.scale, self.zero_point)
+        if k == 5:
+            return torch.ops.quantized.group_norm(
+                x, self.groups, self.weight, self.bias, self.eps, self.scale, self.zero_point)
+        return torch.ops.quantized.instance_norm(x, self.weight, self.bias, self.eps, self.scale, self.zero_point)
