@@ -1,4 +1,4 @@
-"""The ``qcore`` command: ``qcore plugins``, ``qcore backends``, ``qcore demo``."""
+"""The ``qcore`` command: ``qcore plugins``, ``qcore backends``, ``qcore demo``, ``qcore explain``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,95 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return int(result or 0)
 
 
+QCONFIG_CHOICES = ("default", "qat", "dynamic")
+
+
+def load_factory(spec: str) -> object:
+    """The callable ``package.module:function`` names; the working directory is importable, as for ``python -m``."""
+    import importlib
+
+    from qcore.errors import ConfigError
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"expected MODULE:FACTORY such as 'mypackage.models:build', got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}; run from the directory that holds it or put it on "
+                          "PYTHONPATH") from exc
+    factory: object = module
+    for part in attribute.split("."):
+        if not hasattr(factory, part):
+            raise ConfigError(f"{module_name!r} has no attribute {attribute!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ConfigError(f"{spec!r} is a {type(factory).__name__}, not a function or class that builds the model")
+    return factory
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(n < 1 for n in shape):
+        raise argparse.ArgumentTypeError(f"expected a shape such as 1,3,32,32, got {text!r}")
+    return shape
+
+
+def _explain_mapping(kind: str, backend: Optional[str]) -> object:
+    """The qconfig mapping ``--qconfig`` names, for ``backend`` (the active one when None)."""
+    import torch.nn.functional as F
+
+    from qcore.flow.mappings import get_default_dynamic_quant_module_mappings
+    from qcore.qconfig import get_default_dynamic_qconfig
+    from qcore.qconfig_mapping import QConfigMapping, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+
+    if kind == "default":
+        return get_default_qconfig_mapping(backend)
+    if kind == "qat":
+        return get_default_qat_qconfig_mapping(backend)
+    qconfig = get_default_dynamic_qconfig(backend)  # as quantize_dynamic: the modules with a dynamic form
+    mapping = QConfigMapping().set_object_type(F.linear, qconfig)
+    for cls in get_default_dynamic_quant_module_mappings():
+        mapping.set_object_type(cls, qconfig)
+    return mapping
+
+
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    """Import the user's model factory, explain what prepare_fx does to each node, print the table (or JSON)."""
+    import json
+
+    import torch
+    from torch import nn
+
+    from qcore.errors import ConfigError
+    from qcore.fx.explain import explain
+
+    factory = load_factory(args.factory)
+    model = factory()  # type: ignore[operator]
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{args.factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    dtype = getattr(torch, args.input_dtype)
+    shapes = args.input_shape or []
+    inputs = tuple(torch.randn(s) if dtype.is_floating_point else torch.zeros(s, dtype=dtype) for s in shapes)
+    qat = args.qconfig == "qat"
+    explanation = explain(model, _explain_mapping(args.qconfig, args.backend), inputs or None,
+                          backend_config=args.backend, is_qat=qat)
+    if args.json:
+        print(json.dumps(explanation.to_dict(), indent=2), file=out)
+    else:
+        print(explanation, file=out)
+        for message in explanation.warnings:
+            print(f"\nwarning: {message}", file=out)
+    for name in args.why or []:
+        print(f"\nwhy {name}: {explanation.why(name)}", file=out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qcore", description="qcore: quantization for PyTorch models.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -82,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="quantize a small model end to end (qcore demo --help)", add_help=False)
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     demo.set_defaults(run=cmd_demo)
+    explain = commands.add_parser(
+        "explain", help="show, per node, how FX quantization treats a model and why (qconfig entry, pattern, observers)",
+        description="Trace the model FACTORY builds and print, per node, the qconfig entry that matched, the backend "
+                    "pattern that takes it or why it stays float, and the observers it gets. The model is not changed.")
+    explain.add_argument("factory", metavar="MODULE:FACTORY",
+                         help="a function (or class) building the model, e.g. mypackage.models:build")
+    explain.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE",
+                         help="shape of an example input, e.g. 1,3,32,32; repeat for several inputs")
+    explain.add_argument("--input-dtype", choices=("float32", "int64"), default="float32",
+                         help="dtype of the example inputs (int64: zeros, for token ids)")
+    explain.add_argument("--backend", default=None, help="backend to explain for (default: the active one)")
+    explain.add_argument("--qconfig", choices=QCONFIG_CHOICES, default="default",
+                         help="the backend's default static mapping, its QAT mapping, or dynamic quantization")
+    explain.add_argument("--why", action="append", metavar="NODE", help="also explain this node or module in words")
+    explain.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    explain.set_defaults(run=cmd_explain)
     return parser
 
 

@@ -10,6 +10,7 @@ Each prepared model records its per-node decisions as ``model.meta["qcore_fx"]``
 from qcore.fx.convert import convert_fx, convert_to_reference_fx
 from qcore.fx.custom_config import ConvertCustomConfig, FuseCustomConfig, PrepareCustomConfig
 from qcore.fx.errors import FloatFallbackWarning, SymbolicTraceError
+from qcore.fx.explain import Explanation, explain
 from qcore.fx.fuse import fuse_fx
 from qcore.fx.prepare import prepare_fx, prepare_qat_fx
 from qcore.fx.record import FxRecord, NodeRecord, ObserverRecord
@@ -17,6 +18,7 @@ from qcore.fx.tracer import QcoreTracer
 
 __all__ = [
     "ConvertCustomConfig",
+    "Explanation",
     "FloatFallbackWarning",
     "FuseCustomConfig",
     "FxRecord",
@@ -27,6 +29,7 @@ __all__ = [
     "SymbolicTraceError",
     "convert_fx",
     "convert_to_reference_fx",
+    "explain",
     "fuse_fx",
     "prepare_fx",
     "prepare_qat_fx",
