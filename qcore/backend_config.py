@@ -73,7 +73,9 @@ class BackendDescription:
 
     ``unavailable_reason`` is called when the backend is considered as the
     machine's default: it returns why the backend cannot run here, or None.
-    Higher ``priority`` wins among available backends.
+    Higher ``priority`` wins among available backends. ``dynamic_reduce_range``
+    says whether dynamically quantized activations use 7 bits (fbgemm's int16
+    accumulation without VNNI) or the full 8.
     """
 
     name: str
@@ -87,6 +89,7 @@ class BackendDescription:
     unavailable_reason: Callable[[], Optional[str]] = attrs.field(default=lambda: None)
     lowerings: Mapping[type, Callable[..., Any]] = attrs.field(factory=dict)
     default_qconfig_mapping: Optional[Callable[..., Any]] = None
+    dynamic_reduce_range: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():

@@ -437,3 +437,16 @@ def test_digits_sequence_classifier_dynamic_int8_accuracy(kind):
     assert ours >= theirs - 0.3
     fp16 = accuracy(_swap_dynamic(model, qcore.float16_dynamic_qconfig))
     assert abs(fp16 - fp32) <= 0.5
+
+
+def test_dynamic_activation_range_follows_the_backend():
+    """fbgemm (and reference) quantize dynamic activations to 7 bits as torch.ao does; qnnpack uses all 8."""
+    import qcore
+    from qcore.nn.quantized.dynamic import Linear as DynamicLinear
+
+    float_linear = torch.nn.Linear(4, 4)
+    float_linear.qconfig = qcore.default_dynamic_qconfig
+    with qcore.backend("reference"):
+        assert DynamicLinear.from_float(float_linear).settings.reduce_range is True
+    with qcore.backend("qnnpack"):
+        assert DynamicLinear.from_float(float_linear).settings.reduce_range is False

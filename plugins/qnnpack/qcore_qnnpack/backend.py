@@ -35,4 +35,5 @@ def describe() -> BackendDescription:
         default_dynamic_qconfig=qconfigs.default_dynamic_qconfig,
         patterns=standard_patterns([WEIGHTED_INT8], [ACTIVATION_UINT8], [DYNAMIC_INT8], WEIGHT_ONLY),
         priority=100 if on_arm else 20,
+        dynamic_reduce_range=False,
     )

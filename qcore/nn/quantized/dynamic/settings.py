@@ -4,8 +4,9 @@ Dynamic modules quantize each activation from its own min/max at run time, so
 the activation observer is never run; it only says which dtype the activations
 are quantized to (uint8 by default, int8 allowed) and, for a dynamic observer
 with a custom ``quant_min``/``quant_max``, which range. ``reduce_range``
-(halving that range, fbgemm's guard against int16 overflow) is on by default,
-exactly as torch.ao's dynamic modules always pass ``reduce_range=True``.
+(halving that range, fbgemm's guard against int16 overflow) follows the
+active backend: on, as torch.ao's dynamic modules always pass it, except where
+the backend's kernels use the full range (qnnpack ignores the flag in torch.ao).
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from qcore.errors import ConfigError
 from qcore.factory import Factory
 from qcore.nn.quantized.weight_only.storage import weight_dtype_of
 
-__all__ = ["DynamicQuantSettings", "dynamic_settings_from", "DEFAULT_REDUCE_RANGE"]
+__all__ = ["DynamicQuantSettings", "dynamic_settings_from", "default_reduce_range", "DEFAULT_REDUCE_RANGE"]
 
 #: torch.ao's dynamic modules (fbgemm) always quantize activations with the halved range.
 DEFAULT_REDUCE_RANGE = True
 
 _WEIGHT_DTYPES = (dtypes.int8, dtypes.float16)
+
+
+def default_reduce_range() -> bool:
+    """Whether the active backend wants 7-bit dynamic activations (fbgemm and reference: yes, as torch.ao; qnnpack: no)."""
+    from qcore.backend_selection import get_backend_description
+
+    return get_backend_description().dynamic_reduce_range
 
 
 @attrs.frozen
@@ -105,7 +113,7 @@ def dynamic_settings_from(mod: nn.Module, owner: str, reduce_range: Optional[boo
     lo = hi = None
     if spec is not None and spec.is_dynamic and spec.quant_min is not None:
         lo, hi = spec.quant_min, spec.quant_max
-    rr = DEFAULT_REDUCE_RANGE or bool(getattr(spec, "reduce_range", False)) if reduce_range is None else bool(reduce_range)
+    rr = default_reduce_range() or bool(getattr(spec, "reduce_range", False)) if reduce_range is None else bool(reduce_range)
     try:
         settings = DynamicQuantSettings(weight_dtype, act_dtype, lo, hi, rr)
     except ConfigError as exc:
