@@ -1,0 +1,165 @@
+"""Dynamic Linear and LinearReLU on fbgemm: ``quantized::linear_dynamic`` (int8) and ``linear_dynamic_fp16``.
+
+fbgemm quantizes each input per tensor from its own min/max exactly as the
+reference does (the same ChooseQuantizationParams, the halved range when
+``reduce_range``), multiplies the integers exactly in int32 and scales once in
+float32. The result equals the reference's float32 ``F.linear`` on the
+dequantized input and weight up to float32 summation order: relative error
+about 1e-6 of ``|x| @ |W|.T``, far inside one input quantization step
+(``input_scale * max|W|``), the bound the tests use.
+
+NaN and infinite inputs: the reference raises QuantizationError. The kernels
+do not spend a pass over every input looking for them (torch.ao does not
+either; at batch 1 the check would cost ~15% of a 384x384 linear): when
+fbgemm's range computation rejects the input, the error is the reference's
+QuantizationError, otherwise the output is meaningless.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import torch
+from torch import Tensor
+
+from qcore import dtypes
+from qcore.errors import ConfigError, QuantizationError
+from qcore.nn.quantized.base import module_label
+from qcore.nn.quantized.dynamic import linear as reference
+from qcore.nn.quantized.dynamic.linear import check_float_input
+from qcore.nn.quantized.weight_only.functional import dequantize_weight
+
+from qcore_fbgemm.dynamic.base import KernelModule, cpu_only_reason
+from qcore_fbgemm.dynamic.packing import pack_linear
+
+__all__ = [
+    "FbgemmDynamicLinear", "FbgemmDynamicLinearReLU", "linear_unsupported_reason", "check_kernel_settings", "kernel_failure",
+]
+
+
+def linear_unsupported_reason(ref: Any) -> Optional[str]:
+    """Why fbgemm's dynamic linear cannot compute the reference dynamic Linear ``ref`` (None when it can)."""
+    reason = cpu_only_reason(ref)
+    if reason is not None:
+        return reason
+    if ref.weight_dtype is dtypes.float16:
+        return None
+    if ref.weight_dtype is not dtypes.int8:
+        return f"fbgemm's dynamic linear takes int8 or float16 weights, not {ref.weight_dtype.name}"
+    if ref.group_size > 0 or int(ref.weight_axis) > 0:
+        return "fbgemm quantizes weights per tensor or per output channel (axis 0) only"
+    if ref.act_dtype is not dtypes.uint8 or (ref.act_quant_min, ref.act_quant_max) != (0, 255):
+        return (f"fbgemm quantizes activations to uint8 [0, 255] (halved by reduce_range), not "
+                f"{ref.act_dtype.name} [{ref.act_quant_min}, {ref.act_quant_max}]")
+    return None
+
+
+def check_kernel_settings(module: Any, weight_dtype: dtypes.QDType, settings: Any) -> None:
+    """Raise ConfigError unless fbgemm can quantize activations as ``settings`` (a DynamicQuantSettings) asks."""
+    if weight_dtype is dtypes.float16 or (settings.act_dtype is dtypes.uint8 and settings.quant_range == (0, 255)):
+        return
+    lo, hi = settings.quant_range
+    raise ConfigError(
+        f"{type(module).__name__}: fbgemm quantizes activations to uint8 [0, 255] (halved by reduce_range), not "
+        f"{settings.act_dtype.name} [{lo}, {hi}]; use qcore's reference module for these (convert with "
+        "is_reference=True, or run under qcore.backend('reference'))"
+    )
+
+
+def kernel_failure(module: Any, x: Tensor, exc: RuntimeError) -> Exception:
+    """The error for an input fbgemm rejects: QuantizationError for NaN/inf, else the kernel's own error."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        return QuantizationError(
+            f"{module_label(module)}: dynamic quantization: the input has NaN or infinite values, which have no "
+            "quantized value; find where they come from (torch.isfinite(x)) before this module"
+        )
+    return exc
+
+
+class FbgemmDynamicLinear(KernelModule, reference.Linear):
+    """qcore's dynamic Linear (``qcore.nn.quantized.dynamic.Linear``) running fbgemm's kernels.
+
+    The weight is packed once (construction, ``set_weight_bias``,
+    ``load_state_dict``); no float copy of it is kept. Float inputs of any
+    float dtype are computed in float32 and returned in their dtype, as the
+    reference does.
+    """
+
+    _KERNEL_RELU = False
+
+    def _refresh(self) -> None:
+        self.cache_dequantized = False
+        super()._refresh()
+        self._cached = False
+        self._weight_float = self._weight_float.new_zeros(0)
+        self._packed = pack_linear(self.weight(), self._bias)
+        self._relu = self._KERNEL_RELU
+
+    def apply_settings(self, settings: Any) -> None:
+        """Set how inputs are quantized; fbgemm takes uint8 [0, 255], halved or not (``reduce_range``)."""
+        check_kernel_settings(self, self.weight_dtype, settings)
+        super().apply_settings(settings)
+
+    def dequantized_weight(self) -> Tensor:
+        """The float32 weight (computed now: kernel modules keep only the integer or float16 weight)."""
+        if self._bits == 16:
+            return self._qweight.to(torch.float32)
+        return dequantize_weight(
+            self._qweight, self.weight_scale, self.weight_zero_point, self._axis, self._group_size, self._bits,
+            self._signed, self._length,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self._kernel(x)
+        return self._checked(x)
+
+    @torch.jit.unused
+    def _checked(self, x: Tensor) -> Tensor:
+        """Eager mode: a float input is required, and a NaN/inf input is named as such."""
+        check_float_input(self, x)
+        try:
+            return self._kernel(x)
+        except RuntimeError as exc:
+            raise kernel_failure(self, x, exc) from exc
+
+    def _kernel(self, x: Tensor) -> Tensor:
+        if x.numel() == 0:
+            return self._empty_output(x)
+        xf = x if x.dtype == torch.float32 else x.to(torch.float32)
+        if self._bits == 16:
+            if self._relu:
+                y = torch.ops.quantized.linear_relu_dynamic_fp16(xf, self._packed)
+            else:
+                y = torch.ops.quantized.linear_dynamic_fp16(xf, self._packed)
+        elif self._relu:
+            y = torch.ops.quantized.linear_relu_dynamic(xf, self._packed, self.reduce_range)
+        else:
+            y = torch.ops.quantized.linear_dynamic(xf, self._packed, self.reduce_range)
+        return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+    def _empty_output(self, x: Tensor) -> Tensor:
+        shape: List[int] = list(x.shape[:-1])
+        shape.append(self.out_features)
+        y = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        bias = self._bias
+        if bias is not None:
+            y = y + bias.to(x.dtype)
+        return torch.relu(y) if self._relu else y
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kernel=fbgemm"
+
+    @classmethod
+    def unsupported_reason(cls, ref: Any) -> Optional[str]:
+        return linear_unsupported_reason(ref)
+
+    @staticmethod
+    def _constructor_args(m: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (m.in_features, m.out_features, m.bias() is not None, m.weight_dtype), {}
+
+
+class FbgemmDynamicLinearReLU(FbgemmDynamicLinear, reference.LinearReLU):
+    """qcore's dynamic LinearReLU on fbgemm's fused ``linear_relu_dynamic`` (``_fp16``)."""
+
+    _KERNEL_RELU = True
