@@ -76,7 +76,11 @@ def save(
 
 def _reference_form(model: nn.Module, resolver: ClassResolver) -> nn.Module:
     """``model`` with lowered modules (not allowed, but with ``to_reference()``) replaced by their reference form, in a copy."""
-    lowered = [name for name, m in model.named_modules() if name and _lowered(m, resolver)]
+    lowered: list[str] = []
+    for name, m in model.named_modules():
+        # An outer lowered module's to_reference() covers its children: skip those.
+        if name and _lowered(m, resolver) and not any(name.startswith(outer + ".") for outer in lowered):
+            lowered.append(name)
     if not lowered:
         return model
     model = copy.deepcopy(model)
