@@ -509,3 +509,19 @@ def test_minilm_dynamic_fx_mean_cosine_at_least_0_99(backend, minilm, minilm_tab
     assert float(ours_cos.mean()) >= COSINE_BAR, f"mean cosine {float(ours_cos.mean()):.4f} < {COSINE_BAR}"
     assert float(ours_cos.min()) >= 0.98
     assert float(ours_cos.mean()) >= float(theirs_cos.mean()) - 0.002
+
+
+def test_minilm_dynamic_int8_fx_reaches_0_99_with_full_range_activations(minilm, minilm_table):
+    """All 37 Linear layers int8 (per-channel weights) on qnnpack, whose dynamic activations use all 8 bits."""
+    backend = backend_or_skip("qnnpack")
+    ours, model = run_minilm(minilm, backend, lambda name: qcore.per_channel_dynamic_qconfig)
+    assert dynamic_linear_count(model) == MINILM_LINEARS
+    assert all(getattr(m, "weight_dtype", qcore.int8) == qcore.int8 for m in model.modules())
+    with torch_ao("qnnpack") as ao:
+        theirs = mean_pooled(ao.tq.quantize_dynamic(copy.deepcopy(minilm.model),
+                                                    {nn.Linear: ao.tq.per_channel_dynamic_qconfig}), minilm.encoded)
+    ours_cos, theirs_cos = cosines(ours, minilm.fp32), cosines(theirs, minilm.fp32)
+    minilm_table.append(("int8 per-channel, every Linear (qnnpack, 8-bit activations)", float(ours_cos.mean()),
+                         float(theirs_cos.mean()), float(ours_cos.min())))
+    assert float(ours_cos.mean()) >= COSINE_BAR, f"mean cosine {float(ours_cos.mean()):.4f} < {COSINE_BAR}"
+    assert float(ours_cos.mean()) >= float(theirs_cos.mean()) - 0.002
