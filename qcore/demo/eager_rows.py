@@ -8,7 +8,6 @@ torch.ao's functions through the very same pipeline for comparison.
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -20,7 +19,7 @@ from torch import nn
 from qcore.demo.data import Digits, batches
 from qcore.demo.model import DigitsCNN, DigitsRNN, QuantizableDigitsCNN, RecurrentConfig
 from qcore.demo.progress import progress_bar
-from qcore.demo.train import TrainConfig, cache_key, default_cache_dir
+from qcore.demo.train import TrainConfig, cache_key, cache_path, fit, load_or_fit
 from qcore.errors import QcoreError
 
 __all__ = [
@@ -161,28 +160,8 @@ class TrainedRecurrent:
 
 
 def train_recurrent(config: RecurrentConfig, train_config: TrainConfig, data: Digits, quiet: bool = False) -> DigitsRNN:
-    """Train from a fixed seed with Adam, cross-entropy and a cosine schedule; returns the model in eval mode."""
-    torch.manual_seed(train_config.seed)
-    model = DigitsRNN(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
-                                 weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(train_config.seed)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(train_config.threads)
-    try:
-        model.train()
-        with progress_bar(range(train_config.epochs), desc=f"training {config.cell}", unit="epoch", quiet=quiet) as bar:
-            for _ in bar:
-                for images, labels in batches(data.train_images, data.train_labels, train_config.batch_size, generator):
-                    optimizer.zero_grad()
-                    loss_fn(model(images), labels).backward()
-                    optimizer.step()
-                scheduler.step()
-    finally:
-        torch.set_num_threads(previous_threads)
-    return model.eval()
+    """Train a DigitsRNN from a fixed seed (see :func:`qcore.demo.train.fit`); returns the model in eval mode."""
+    return fit(lambda: DigitsRNN(config), train_config, data, desc=f"training {config.cell}", quiet=quiet)
 
 
 def load_or_train_recurrent(data: Digits, config: RecurrentConfig = RecurrentConfig(),
@@ -192,23 +171,10 @@ def load_or_train_recurrent(data: Digits, config: RecurrentConfig = RecurrentCon
     start = time.perf_counter()
     path = None
     if use_cache:
-        directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = directory / "demo" / f"digits-{config.cell.lower()}-{cache_key(config, train_config)}.pt"  # type: ignore[arg-type]
-        if path.is_file():
-            model = DigitsRNN(config)
-            try:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except Exception:  # a truncated or foreign file: retrain and overwrite it
-                pass
-            else:
-                return TrainedRecurrent(model.eval(), True, path, time.perf_counter() - start)
-    model = train_recurrent(config, train_config, data, quiet=quiet)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        torch.save(model.state_dict(), partial)
-        os.replace(partial, path)
-    return TrainedRecurrent(model, False, path, time.perf_counter() - start)
+        path = cache_path(f"digits-{config.cell.lower()}-{cache_key(config, train_config)}", cache_dir)  # type: ignore[arg-type]
+    model, from_cache = load_or_fit(path, lambda: DigitsRNN(config),
+                                    lambda: train_recurrent(config, train_config, data, quiet=quiet))
+    return TrainedRecurrent(model, from_cache, path, time.perf_counter() - start)
 
 
 # --- row producers ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training the demo CNN, with its weights cached on disk keyed by the configuration."""
+"""Training the demo's models (the CNN, and through :func:`fit` the recurrent ones), weights cached by configuration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import attrs
 import torch
@@ -17,13 +17,15 @@ from qcore.demo.data import SPLIT_SEED, TEST_FRACTION, Digits, batches
 from qcore.demo.model import DigitsCNN, ModelConfig
 from qcore.demo.progress import progress_bar
 
+M = TypeVar("M", bound=nn.Module)
+
 # Bump when training changes in a way the configuration does not show.
 CACHE_FORMAT = 1
 
 
 @attrs.frozen
 class TrainConfig:
-    """How the CNN is trained; part of the cache key."""
+    """How a demo model is trained; part of the cache key."""
 
     epochs: int = 12
     batch_size: int = 32
@@ -62,11 +64,11 @@ def cache_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train_model(model_config: ModelConfig, train_config: TrainConfig, data: Digits,
-                quiet: bool = False) -> DigitsCNN:
-    """Train from a fixed seed with Adam and cross-entropy; returns the model in eval mode."""
+def fit(build: Callable[[], M], train_config: TrainConfig, data: Digits, desc: str = "training",
+        quiet: bool = False) -> M:
+    """Seed, ``build()`` a model and train it with Adam, cross-entropy and a cosine schedule; returns it in eval mode."""
     torch.manual_seed(train_config.seed)
-    model = DigitsCNN(model_config)
+    model = build()
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
                                  weight_decay=train_config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
@@ -76,7 +78,7 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, data: Digi
     torch.set_num_threads(train_config.threads)
     try:
         model.train()
-        with progress_bar(range(train_config.epochs), desc="training", unit="epoch", quiet=quiet) as bar:
+        with progress_bar(range(train_config.epochs), desc=desc, unit="epoch", quiet=quiet) as bar:
             for _ in bar:
                 total, count = 0.0, 0
                 for images, labels in batches(data.train_images, data.train_labels,
@@ -94,28 +96,44 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, data: Digi
     return model.eval()
 
 
-def load_or_train(data: Digits, model_config: ModelConfig = ModelConfig(),
-                  train_config: TrainConfig = TrainConfig(), cache_dir: Optional[Path] = None,
-                  use_cache: bool = True, quiet: bool = False) -> TrainedModel:
-    """Load the cached weights for this configuration, or train and cache them."""
-    start = time.perf_counter()
-    path = None
-    if use_cache:
-        directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = directory / "demo" / f"digits-cnn-{cache_key(model_config, train_config)}.pt"
-        if path.is_file():
-            model = DigitsCNN(model_config)
-            try:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except Exception:  # a truncated or foreign file: retrain and overwrite it
-                pass
-            else:
-                return TrainedModel(model.eval(), True, path, time.perf_counter() - start)
-    model = train_model(model_config, train_config, data, quiet=quiet)
+def train_model(model_config: ModelConfig, train_config: TrainConfig, data: Digits,
+                quiet: bool = False) -> DigitsCNN:
+    """Train the CNN from a fixed seed (see :func:`fit`); returns the model in eval mode."""
+    return fit(lambda: DigitsCNN(model_config), train_config, data, quiet=quiet)
+
+
+def cache_path(name: str, cache_dir: Optional[Path] = None) -> Path:
+    """Where the demo caches the weights called ``name``: under ``cache_dir``, else :func:`default_cache_dir`."""
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return directory / "demo" / f"{name}.pt"
+
+
+def load_or_fit(path: Optional[Path], build: Callable[[], M], train: Callable[[], M]) -> tuple[M, bool]:
+    """``build()`` with the weights cached at ``path`` if they load, else ``train()``'s, cached there; and which."""
+    if path is not None and path.is_file():
+        model = build()
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception:  # a truncated or foreign file: retrain and overwrite it
+            pass
+        else:
+            return model.eval(), True
+    model = train()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a concurrent reader never sees half a file.
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         torch.save(model.state_dict(), partial)
         os.replace(partial, path)
-    return TrainedModel(model, False, path, time.perf_counter() - start)
+    return model, False
+
+
+def load_or_train(data: Digits, model_config: ModelConfig = ModelConfig(),
+                  train_config: TrainConfig = TrainConfig(), cache_dir: Optional[Path] = None,
+                  use_cache: bool = True, quiet: bool = False) -> TrainedModel:
+    """Load the cached weights for this configuration, or train and cache them."""
+    start = time.perf_counter()
+    path = cache_path(f"digits-cnn-{cache_key(model_config, train_config)}", cache_dir) if use_cache else None
+    model, from_cache = load_or_fit(path, lambda: DigitsCNN(model_config),
+                                    lambda: train_model(model_config, train_config, data, quiet=quiet))
+    return TrainedModel(model, from_cache, path, time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""Small helpers the FX flows share: the backend to use, submodule surgery, preserved attributes."""
+"""Small helpers the FX flows share: the backend to use, submodule surgery, preserved attributes, custom swaps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from torch import fx, nn
 from qcore.backend_config import BackendDescription
 from qcore.errors import ConfigError
 
-__all__ = ["resolve_backend", "set_submodule", "fresh_name", "preserve_attributes", "model_device"]
+__all__ = [
+    "resolve_backend", "set_submodule", "fresh_name", "preserve_attributes", "model_device", "custom_module_swaps",
+]
 
 _PRESERVED = "_user_preserved_attributes"  # torch.fx's GraphModule.meta key; deepcopy restores these
 
@@ -67,3 +69,20 @@ def model_device(model: nn.Module) -> Optional[torch.device]:
     if len(devices) > 1:
         raise ConfigError(f"FX quantization works on a model on one device; this one is on {sorted(map(str, devices))}")
     return next(iter(devices), None)
+
+
+def custom_module_swaps(registered: dict[type, type], user: dict[str, dict[type, type]], method: str,
+                        config_name: str) -> dict[str, dict[type, type]]:
+    """{quant type: {class: replacement}}: the registry's static swaps, then the user's (which win).
+
+    Every replacement must have ``method`` (``from_float`` or ``from_observed``), as ``config_name`` promises.
+    """
+    from qcore.flow.eager.custom_modules import _check_method
+
+    swaps: dict[str, dict[type, type]] = {"static": dict(registered)}
+    for quant_type, entries in user.items():
+        swaps.setdefault(quant_type, {}).update(entries)
+    for entries in swaps.values():
+        for replacement in entries.values():
+            _check_method(replacement, method, config_name)
+    return swaps

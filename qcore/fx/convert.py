@@ -38,7 +38,9 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 from qcore.errors import ConfigError, QcoreError, UncalibratedWarning
 from qcore.flow import mappings
 from qcore.fx import ops
-from qcore.fx.common import fresh_name, model_device, preserve_attributes, resolve_backend, set_submodule
+from qcore.fx.common import (
+    custom_module_swaps, fresh_name, model_device, preserve_attributes, resolve_backend, set_submodule,
+)
 from qcore.fx.custom_config import ConvertCustomConfig, as_convert_custom_config
 from qcore.fx.placement import activation_inputs
 from qcore.fx.quantized_ops import BINARY_MODULES, SCALAR_MODULES, QuantizedCat
@@ -92,15 +94,12 @@ def convert_to_reference_fx(
 
 
 def _observed_to_quantized(config: ConvertCustomConfig) -> dict[str, dict[type, type]]:
-    from qcore.flow.eager.custom_modules import _check_method, _registered_swaps
+    """{quant type: {observed class: quantized class}}: the registry's static triples, then the user's (which win)."""
+    from qcore.flow.eager.custom_modules import _registered_swaps
 
-    swaps: dict[str, dict[type, type]] = {"static": {s.observed_cls: s.quantized_cls for s in _registered_swaps()}}
-    for quant_type, entries in config.observed_to_quantized_mapping.items():
-        swaps.setdefault(quant_type, {}).update(entries)
-    for entries in swaps.values():
-        for quantized in entries.values():
-            _check_method(quantized, "from_observed", "convert_custom_config")
-    return swaps
+    registered = {s.observed_cls: s.quantized_cls for s in _registered_swaps()}
+    return custom_module_swaps(registered, config.observed_to_quantized_mapping, "from_observed",
+                               "convert_custom_config")
 
 
 def _convert(

@@ -31,7 +31,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qcore.errors import ConfigError
 from qcore.flow import mappings
-from qcore.fx.common import model_device, preserve_attributes, resolve_backend, set_submodule
+from qcore.fx.common import custom_module_swaps, model_device, preserve_attributes, resolve_backend, set_submodule
 from qcore.fx.custom_config import PrepareCustomConfig, as_prepare_custom_config
 from qcore.fx.errors import FloatFallbackWarning
 from qcore.fx.fuse import fuse_graph
@@ -111,15 +111,10 @@ def _mapping(qconfig_mapping: Any, api: str) -> QConfigMapping:
 
 def _custom_swaps(config: PrepareCustomConfig) -> dict[str, dict[type, type]]:
     """{quant type: {float class: observed class}}: the registry's static triples, then the user's (which win)."""
-    from qcore.flow.eager.custom_modules import _check_method, _registered_swaps
+    from qcore.flow.eager.custom_modules import _registered_swaps
 
-    swaps: dict[str, dict[type, type]] = {"static": {s.float_cls: s.observed_cls for s in _registered_swaps()}}
-    for quant_type, entries in config.float_to_observed_mapping.items():
-        swaps.setdefault(quant_type, {}).update(entries)
-    for entries in swaps.values():
-        for observed in entries.values():
-            _check_method(observed, "from_float", "prepare_custom_config")
-    return swaps
+    registered = {s.float_cls: s.observed_cls for s in _registered_swaps()}
+    return custom_module_swaps(registered, config.float_to_observed_mapping, "from_float", "prepare_custom_config")
 
 
 def _attach_qconfigs(model: nn.Module, mapping: QConfigMapping) -> None:

@@ -24,7 +24,7 @@ from qcore import affine
 from qcore.errors import ConfigError, QuantizationError
 from qcore.qtensor import QTensor
 
-__all__ = ["LSTMCell", "LSTM"]
+__all__ = ["LSTMCell", "LSTM", "rnn_extra_repr"]
 
 Hidden = tuple[Tensor, Tensor]
 
@@ -243,6 +243,22 @@ class _LSTMLayer(nn.Module):
         return layer
 
 
+def rnn_extra_repr(mod: nn.Module) -> str:
+    """nn.LSTM's repr arguments for an LSTM-like ``mod``: the sizes, then the options that are not the defaults."""
+    text = f"{mod.input_size}, {mod.hidden_size}"
+    if mod.num_layers != 1:
+        text += f", num_layers={mod.num_layers}"
+    if not mod.bias:
+        text += ", bias=False"
+    if mod.batch_first:
+        text += ", batch_first=True"
+    if mod.dropout:
+        text += f", dropout={mod.dropout}"
+    if mod.bidirectional:
+        text += ", bidirectional=True"
+    return text
+
+
 # --- the LSTM --------------------------------------------------------------------------------------------
 
 
@@ -291,18 +307,7 @@ class LSTM(nn.Module):
         return "QuantizableLSTM"
 
     def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            text += f", num_layers={self.num_layers}"
-        if not self.bias:
-            text += ", bias=False"
-        if self.batch_first:
-            text += ", batch_first=True"
-        if self.dropout:
-            text += f", dropout={self.dropout}"
-        if self.bidirectional:
-            text += ", bidirectional=True"
-        return text
+        return rnn_extra_repr(self)
 
     def _check_input(self, x: Any, hidden: Any) -> None:
         if isinstance(x, nn.utils.rnn.PackedSequence):

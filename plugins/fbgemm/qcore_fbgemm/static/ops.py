@@ -81,14 +81,8 @@ def _conv_eager(op: nn.Module, names: dict) -> Callable[[Tensor], Tensor]:
     return run
 
 
-class QConvOp(nn.Module):
-    """1-d and 2-d convolutions (plain, +ReLU, transposed): weights packed for fbgemm and, where allowed, onednn.
-
-    onednn wins on big convolutions and loses on small ones (its fixed cost per
-    call is larger), so each call picks by size: at least ``onednn_min_macs``
-    multiply-accumulates (``x.numel() * macs_per_input``) or ``onednn_min_pixels``
-    output pixels (``x.numel() * pixels_per_input``) run onednn.
-    """
+class _QConvOpBase(nn.Module):
+    """What :class:`QConvOp` and :class:`QConv3dOp` share: packed weights for both engines and the size rule."""
 
     def __init__(self, packed: object, packed_onednn: object, kind: int, scale: float, zero_point: int,
                  macs_per_input: float, pixels_per_input: float, onednn_min_macs: float,
@@ -104,11 +98,25 @@ class QConvOp(nn.Module):
         self.onednn_min_macs = float(onednn_min_macs)
         self.onednn_min_pixels = float(onednn_min_pixels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        packed = self.packed
+    def _weights(self, x: Tensor):  # return type left to TorchScript: the packed-params class differs by rank
+        """The packed weights for this call: onednn's for big inputs, fbgemm's otherwise."""
         n = x.numel()
         if n * self.macs_per_input >= self.onednn_min_macs or n * self.pixels_per_input >= self.onednn_min_pixels:
-            packed = self.packed_onednn
+            return self.packed_onednn
+        return self.packed
+
+
+class QConvOp(_QConvOpBase):
+    """1-d and 2-d convolutions (plain, +ReLU, transposed): weights packed for fbgemm and, where allowed, onednn.
+
+    onednn wins on big convolutions and loses on small ones (its fixed cost per
+    call is larger), so each call picks by size: at least ``onednn_min_macs``
+    multiply-accumulates (``x.numel() * macs_per_input``) or ``onednn_min_pixels``
+    output pixels (``x.numel() * pixels_per_input``) run onednn.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        packed = self._weights(x)
         k = self.kind
         if k == 2:
             return torch.ops.quantized.conv2d(x, packed, self.scale, self.zero_point)
@@ -127,28 +135,11 @@ class QConvOp(nn.Module):
         return _conv_eager(self, _CONV_NAMES)
 
 
-class QConv3dOp(nn.Module):
+class QConv3dOp(_QConvOpBase):
     """3-d convolutions (plain, +ReLU, transposed); see :class:`QConvOp` for the engine choice."""
 
-    def __init__(self, packed: object, packed_onednn: object, kind: int, scale: float, zero_point: int,
-                 macs_per_input: float, pixels_per_input: float, onednn_min_macs: float,
-                 onednn_min_pixels: float) -> None:
-        super().__init__()
-        self.packed = packed
-        self.packed_onednn = packed_onednn
-        self.kind = kind
-        self.scale = float(scale)
-        self.zero_point = int(zero_point)
-        self.macs_per_input = float(macs_per_input)
-        self.pixels_per_input = float(pixels_per_input)
-        self.onednn_min_macs = float(onednn_min_macs)
-        self.onednn_min_pixels = float(onednn_min_pixels)
-
     def forward(self, x: Tensor) -> Tensor:
-        packed = self.packed
-        n = x.numel()
-        if n * self.macs_per_input >= self.onednn_min_macs or n * self.pixels_per_input >= self.onednn_min_pixels:
-            packed = self.packed_onednn
+        packed = self._weights(x)
         if self.kind == 0:
             return torch.ops.quantized.conv3d(x, packed, self.scale, self.zero_point)
         if self.kind == 1:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from qcore import dtypes
 from qcore.dtypes import DTypeLike
 from qcore.errors import ConfigError, QuantizationError
+from qcore.nn.quantizable.lstm import rnn_extra_repr
 from qcore.nn.quantized.dynamic.linear import Linear, check_float_input
 from qcore.nn.quantized.dynamic.settings import DynamicQuantSettings, dynamic_settings_from
 from qcore.nn.quantized.weight_only.storage import quantize_weight
@@ -264,18 +265,7 @@ class RNNBase(nn.Module):
         return 2 if self.bidirectional else 1
 
     def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            text += f", num_layers={self.num_layers}"
-        if not self.bias:
-            text += ", bias=False"
-        if self.batch_first:
-            text += ", batch_first=True"
-        if self.dropout:
-            text += f", dropout={self.dropout}"
-        if self.bidirectional:
-            text += ", bidirectional=True"
-        return f"{text}, weight_dtype={self.weight_dtype.name}"
+        return f"{rnn_extra_repr(self)}, weight_dtype={self.weight_dtype.name}"
 
     def _weight_bias(self) -> dict[str, dict[str, Any]]:
         """torch.ao's layout: {"weight": {"weight_ih_l0": ..., ...}, "bias": {"bias_ih_l0": ..., ...}}."""
