@@ -90,10 +90,15 @@ def serialized_size_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def _reference_backend() -> Any:
+def _on_backend(name: str) -> Any:
     from qcore.backend_selection import backend
 
-    return backend("reference")
+    return backend(name)
+
+
+def _lowering_backends(active: Optional[str], qconfig_backend: str) -> list[str]:
+    """Run on the reference simulation, and on the active backend's kernels when the qconfig is that backend's own."""
+    return ["reference"] + ([active] if active not in (None, "reference") and qconfig_backend == active else [])
 
 
 def quantize_static_cnn(float_model: DigitsCNN, qconfig: Any, calibration: Iterable[torch.Tensor],
@@ -208,7 +213,7 @@ def _active_backend(context: Any, what: str) -> Optional[str]:
 
 def _size_note(context: Any) -> None:
     note = ("eager rows: size is torch.save of the converted model's state_dict, its ratio against torch.save of the "
-            "fp32 state_dict; latency runs the reference backend's integer simulation, not int8 kernels")
+            "fp32 state_dict; rows on 'reference' run its integer simulation, rows on a hardware backend its int8 kernels")
     if note not in context.notes:
         context.notes.append(note)
 
@@ -227,11 +232,12 @@ def static_rows(context: Any) -> Iterator[Any]:
             context.notes.append(f"eager static row for {name!r} skipped: {exc}")
             continue
         activation, weight = _observers(qconfig)
-        with _reference_backend():
-            model = quantize_static_cnn(context.float_model, qconfig, context.calibration(f"{name} static"))
-        size = serialized_size_bytes(model)
-        yield context.measure(model, f"eager static ({name} qconfig)", "reference", activation, weight, size,
-                              baseline_size=fp32_size)
+        for lowered_on in _lowering_backends(active, name):
+            with _on_backend(lowered_on):
+                model = quantize_static_cnn(context.float_model, qconfig, context.calibration(f"{name} static"))
+            size = serialized_size_bytes(model)
+            yield context.measure(model, f"eager static ({name} qconfig)", lowered_on, activation, weight, size,
+                                  baseline_size=fp32_size)
     _size_note(context)
 
 
@@ -246,10 +252,12 @@ def qat_rows(context: Any, schedule: QATSchedule = QATSchedule()) -> Iterator[An
         context.notes.append(f"eager QAT row skipped: {exc}")
         return
     activation, weight = _observers(qconfig)
-    with _reference_backend():
-        model = quantize_qat_cnn(context.float_model, qconfig, context.data, schedule, quiet=context.quiet)
-    yield context.measure(model, f"eager QAT ({name} qconfig, {schedule.epochs} ep)", "reference", activation,
-                          weight, serialized_size_bytes(model), baseline_size=serialized_size_bytes(context.float_model))
+    for lowered_on in _lowering_backends(name, name):
+        with _on_backend(lowered_on):
+            model = quantize_qat_cnn(context.float_model, qconfig, context.data, schedule, quiet=context.quiet)
+        yield context.measure(model, f"eager QAT ({name} qconfig, {schedule.epochs} ep)", lowered_on, activation,
+                              weight, serialized_size_bytes(model),
+                              baseline_size=serialized_size_bytes(context.float_model))
     _size_note(context)
 
 
@@ -258,6 +266,7 @@ def dynamic_rows(context: Any, cells: tuple[str, ...] = ("LSTM", "GRU")) -> Iter
     from qcore.qconfig import default_dynamic_qconfig
 
     activation, weight = _observers(default_dynamic_qconfig)
+    active = _active_backend(context, "eager dynamic rows")
     for cell in cells:
         trained = load_or_train_recurrent(context.data, RecurrentConfig(cell=cell), cache_dir=context.cache_dir,
                                           use_cache=context.use_cache, quiet=context.quiet)
@@ -270,8 +279,9 @@ def dynamic_rows(context: Any, cells: tuple[str, ...] = ("LSTM", "GRU")) -> Iter
         fp32_size = serialized_size_bytes(float_model)
         yield context.measure(float_model, f"fp32 ({cell})", "-", "-", "-", fp32_size,
                               baseline=float_model, baseline_size=fp32_size)
-        with _reference_backend():
-            model = quantize_dynamic_rnn(float_model)
-        yield context.measure(model, f"eager dynamic int8 ({cell})", "reference", activation, weight,
-                              serialized_size_bytes(model), baseline=float_model, baseline_size=fp32_size)
+        for lowered_on in _lowering_backends(active, active or "reference"):
+            with _on_backend(lowered_on):
+                model = quantize_dynamic_rnn(float_model)
+            yield context.measure(model, f"eager dynamic int8 ({cell})", lowered_on, activation, weight,
+                                  serialized_size_bytes(model), baseline=float_model, baseline_size=fp32_size)
     _size_note(context)

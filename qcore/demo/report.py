@@ -10,10 +10,10 @@ HEADERS = ("mode", "backend", "observers (activation / weight)", "accuracy (%)",
            "size ratio", "latency (ms)", "latency ratio")
 
 FOOTNOTES = (
-    "size: int8 weights + fp32 biases + qparams for quantized rows, the fp32 state_dict for fp32.",
+    "size: simulation rows count int8 weights + fp32 biases + qparams; fp32 rows the fp32 state_dict.",
     "latency: median ms per batch over rounds interleaved with fp32, one thread; ratios are against fp32.",
-    "* simulation runs float math with int8 rounding, so its latency is not int8 kernel latency "
-    "(int8 kernels arrive with the fbgemm plugin).",
+    "* simulation runs float math with int8 rounding, so its latency is not int8 kernel latency; "
+    "eager rows on a hardware backend (fbgemm) run its int8 kernels.",
 )
 
 
