@@ -76,6 +76,8 @@ def output_qparams(scale: float, zero_point: int, qdtype: dtypes.QDType = dtypes
 
 # from_torch's starting points: _make_subclass makes a new tensor from one, which set_ then points at the memory.
 _EMPTY = {torch.quint8: torch.empty(0, dtype=torch.uint8), torch.qint8: torch.empty(0, dtype=torch.int8)}
+_make_subclass = torch.Tensor._make_subclass
+_DisableTorchFunctionSubclass = torch._C.DisableTorchFunctionSubclass
 
 
 class KernelQTensor(QTensor):
@@ -112,12 +114,13 @@ def from_torch(tq: Tensor, qparams: Optional[_QParams] = None) -> KernelQTensor:
     """
     if qparams is None:
         qparams = output_qparams(tq.q_scale(), tq.q_zero_point(), _QDTYPE[tq.dtype])
-    obj = torch.Tensor._make_subclass(KernelQTensor, _EMPTY[tq.dtype], False)  # a new tensor; the template stays empty
-    with torch._C.DisableTorchFunctionSubclass():
+    obj = _make_subclass(KernelQTensor, _EMPTY[tq.dtype], False)  # a new tensor; the template stays empty
+    with _DisableTorchFunctionSubclass():
         obj.set_(tq.untyped_storage(), tq.storage_offset(), tq.size(), tq.stride())
-    obj._qparams = qparams
-    obj._torch = tq
-    obj._torch_qparams = qparams
+    d = obj.__dict__  # plain dict stores: this runs once per kernel call
+    d["_qparams"] = qparams
+    d["_torch"] = tq
+    d["_torch_qparams"] = qparams
     return obj
 
 
@@ -152,6 +155,7 @@ def quantize_weight(weight: QTensor) -> Tensor:
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_POOL_KEYWORDS = frozenset(_POOL_ARGS[1:])
 _TORCH_POOL = {F.max_pool1d: torch.max_pool1d, F.max_pool2d: torch.max_pool2d, F.max_pool3d: torch.max_pool3d}
 
 
@@ -159,6 +163,14 @@ def _max_pool_handler(self: KernelQTensor, func: Callable, rest: tuple, kwargs: 
     torch_pool = _TORCH_POOL.get(func)
     if torch_pool is None:  # torch.max_poolNd itself
         return from_torch(func(self._torch, *rest, **kwargs), self._qparams)
+    if len(rest) == 1 and _POOL_KEYWORDS.issuperset(kwargs):  # how F.max_poolNd hands itself on: the common case
+        if kwargs.get("return_indices"):
+            return NotImplemented
+        get = kwargs.get
+        stride = get("stride")
+        out = torch_pool(self._torch, rest[0], [] if stride is None else stride, get("padding", 0), get("dilation", 1),
+                         bool(get("ceil_mode", False)))
+        return from_torch(out, self._qparams)
     bound = dict(zip(_POOL_ARGS, rest))
     bound.update(kwargs)
     if bound.get("return_indices") or "kernel_size" not in bound or len(bound) > len(_POOL_ARGS):

@@ -25,7 +25,7 @@ from qcore import dtypes
 from qcore.nn.quantized.base import module_label
 from qcore.nn.quantized.scripting import ScriptableTwin
 
-from qcore_fbgemm.torch_quantized import from_torch, output_qparams, to_torch
+from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch, output_qparams, to_torch
 
 __all__ = ["KernelModule", "KernelTwin", "ENGINE", "UnseenInputWarning"]
 
@@ -33,6 +33,7 @@ __all__ = ["KernelModule", "KernelTwin", "ENGINE", "UnseenInputWarning"]
 ENGINE = "fbgemm"
 
 _VARIED = "varied"  # the module saw inputs on more than one grid
+_QUINT8 = torch.quint8
 
 
 class UnseenInputWarning(UserWarning):
@@ -151,15 +152,23 @@ class KernelModule:
         return True
 
     def forward(self, x: Any) -> Any:
-        if self._kernel_stale:
+        d = self.__dict__
+        if d.get("_kernel_stale", True):
             self._refresh()
-        tq = to_torch(x)
-        if tq is None or self._kernel_run is None or not self._accepts(tq):
-            return super().forward(x)  # type: ignore[misc]
+        run = d["_kernel_run"]
+        # the hot path, checks inlined: the torch tensor the previous kernel left (what to_torch reuses)
+        if type(x) is KernelQTensor and x._torch_qparams is x._qparams and run is not None:
+            tq = x._torch
+            if tq.dtype is not _QUINT8 or not self._accepts(tq):
+                return super().forward(x)  # type: ignore[misc]
+        else:
+            tq = to_torch(x)
+            if tq is None or run is None or not self._accepts(tq):
+                return super().forward(x)  # type: ignore[misc]
         qp = x._qparams
-        if qp is not self._kernel_seen:
+        if qp is not d.get("_kernel_seen"):
             self._note_input(qp)
-        return from_torch(self._kernel_run(tq), self._kernel_out_qp)
+        return from_torch(run(tq), d["_kernel_out_qp"])
 
     def _note_input(self, qp: Any) -> None:
         """Remember the input grid for the TorchScript twin (which only sees float values)."""

@@ -22,6 +22,8 @@ from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch
 
 __all__ = ["Quantize", "DeQuantize"]
 
+_FLOAT32 = torch.float32
+
 
 def _has_nan(x: Tensor) -> bool:
     """Whether ``x`` holds a NaN (max propagates NaN: one reduction, cheaper than isnan().any())."""
@@ -37,12 +39,15 @@ class Quantize(KernelModule, _RefQuantize):
         return QuantizeOp(float(self.scale), int(self.zero_point))
 
     def forward(self, x: Any) -> Any:
-        if self._kernel_stale:
+        d = self.__dict__
+        if d.get("_kernel_stale", True):
             self._refresh()
-        if (type(x) is not Tensor or x.dtype is not torch.float32 or x.device.type != "cpu" or self._kernel_run is None
-                or _has_nan(x)):
-            return _RefQuantize.forward(self, x)  # other inputs, and the reference's errors (NaN, QTensor, ...)
-        return from_torch(self._kernel_run(x), self._kernel_out_qp)
+        run = d["_kernel_run"]
+        if type(x) is not Tensor or x.dtype is not _FLOAT32 or run is None or x.device.type != "cpu":
+            return _RefQuantize.forward(self, x)  # other inputs, and the reference's errors (QTensor, ...)
+        if _has_nan(x):
+            return _RefQuantize.forward(self, x)  # the reference's NaN error
+        return from_torch(run(x), d["_kernel_out_qp"])
 
     # Quantizing is exact, so the reference twin already matches the eager module.
     __prepare_scriptable__ = _RefQuantize.__prepare_scriptable__
