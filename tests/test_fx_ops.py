@@ -226,3 +226,36 @@ def test_a_module_called_twice_is_one_quantized_module_with_one_output_observer(
         dynamic = qfx.convert_fx(qfx.prepare_fx(model, {"": qcore.default_dynamic_qconfig}, x))
     assert isinstance(quantized.fc, nnq.Linear) and isinstance(dynamic.fc, nnq.dynamic.Linear)
     assert (quantized(x) - model(x)).abs().max() < 0.02 and (dynamic(x) - model(x)).abs().max() < 0.02
+
+
+class FunctionalConvs(nn.Module):
+    """F.conv1d and F.conv3d with weights held as parameters, as item 3 of the FX issue lists them."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(4, 2, 3) * 0.3)
+        self.w3 = nn.Parameter(torch.randn(2, 2, 3, 3, 3) * 0.3)
+        self.b3 = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x1, x3):
+        return F.relu(F.conv1d(x1, self.w1, padding=1)), F.conv3d(x3, self.w3, self.b3, padding=1)
+
+
+def test_functional_conv1d_and_conv3d_become_quantized_convs():
+    torch.manual_seed(0)
+    model = FunctionalConvs().eval()
+    data = [(torch.randn(2, 2, 9), torch.randn(1, 2, 4, 4, 4)) for _ in range(3)]
+    with qcore.backend("reference"):
+        prepared = qfx.prepare_fx(model, {"": qcore.default_qconfig}, data[0])
+        for batch in data:
+            prepared(*batch)
+        quantized = qfx.convert_fx(prepared)
+    convs = [m for m in quantized.modules() if isinstance(m, (nnq.Conv1d, nnq.Conv3d))]
+    # F.conv1d + F.relu is one pattern; as for F.conv2d, its relu runs exactly on the quantized conv output
+    assert prepared.meta["qcore_fx"].nodes["relu"].pattern_nodes == ("conv1d", "relu")
+    assert sorted(type(m).__name__ for m in convs) == ["Conv1d", "Conv3d"]
+    steps = {m.weight().dim(): float(m.scale) for m in convs}  # output step of each conv, by weight rank
+    for batch in data:
+        for out, ref, rank in zip(quantized(*batch), model(*batch), (3, 5)):
+            # within the output rounding plus the input and weight rounding carried through the conv
+            assert (out - ref).abs().max() <= 3 * steps[rank], rank
