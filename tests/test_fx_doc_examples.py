@@ -21,6 +21,7 @@ from torch import nn
 import qcore
 import qcore.fx as quantize_fx
 import qcore.nn.quantized as nnq
+from doc_custom_module import CustomModule, ObservedCustomModule, StaticQuantCustomModule
 from qcore import QConfigMapping
 from qcore.errors import UncalibratedWarning
 from qcore.fx import convert_fx, prepare_fx
@@ -126,52 +127,6 @@ def test_fxptq_api_example():
 
 
 # --- the FX custom module example -----------------------------------------------------------------------
-
-# original fp32 module to replace
-class CustomModule(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(3, 3)
-
-    def forward(self, x):
-        return self.linear(x)
-
-
-# custom observed module, provided by user
-class ObservedCustomModule(torch.nn.Module):
-    def __init__(self, linear):
-        super().__init__()
-        self.linear = linear
-
-    def forward(self, x):
-        return self.linear(x)
-
-    @classmethod
-    def from_float(cls, float_module):
-        assert hasattr(float_module, 'qconfig')
-        observed = cls(float_module.linear)
-        observed.qconfig = float_module.qconfig
-        return observed
-
-
-# custom quantized module, provided by user
-class StaticQuantCustomModule(torch.nn.Module):
-    def __init__(self, linear):
-        super().__init__()
-        self.linear = linear
-
-    def forward(self, x):
-        return self.linear(x)
-
-    @classmethod
-    def from_observed(cls, observed_module):
-        assert hasattr(observed_module, 'qconfig')
-        assert hasattr(observed_module, 'activation_post_process')
-        observed_module.linear.activation_post_process = \
-            observed_module.activation_post_process
-        quantized = cls(nnq.Linear.from_float(observed_module.linear))
-        return quantized
-
 
 def test_custom_module_example_fx():
     torch.manual_seed(0)
