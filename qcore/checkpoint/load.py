@@ -15,6 +15,7 @@ from qcore.checkpoint.fileformat import PathLike, read_checkpoint, read_header
 from qcore.checkpoint.hooks import known_hooks, register_hooks
 from qcore.checkpoint.manifest import Manifest, ModuleEntry, decode_qconfig, parse_manifest
 from qcore.checkpoint.save import MODULE_INTERNALS
+from qcore.flow import mappings
 
 __all__ = ["load", "read_manifest"]
 
@@ -250,11 +251,14 @@ def _lower(root: nn.Module, backend: Optional[str]) -> nn.Module:
         return new
 
     def visit(module: nn.Module, prefix: str) -> None:
+        # convert also offers the float modules that run QTensors as they are (max pool, flatten) in the
+        # quantized region; here, those beside a quantized module
+        region = any(type(child) in quantized for child in module._modules.values())
         for attr, child in list(module._modules.items()):
             if child is None:
                 continue
             qualified = f"{prefix}.{attr}" if prefix else attr
-            if type(child) in quantized:
+            if type(child) in quantized or (region and type(child) in mappings.QTENSOR_PASSTHROUGH_MODULES):
                 module._modules[attr] = lowered(qualified, child)
             else:
                 visit(child, qualified)

@@ -224,6 +224,9 @@ class _Conversion:
                         reference=self.lower_backend is None and self.purpose == "convert")
             if new is child:
                 self._check_unswapped(qualified, child)
+                lowered = self._lower_passthrough(qualified, child)
+                if lowered is not child:
+                    reassign[name] = lowered
                 continue
             new = self._lower(qualified, new)
             new._qcore_name = qualified
@@ -254,6 +257,18 @@ class _Conversion:
 
     def _lower(self, name: str, module: nn.Module) -> nn.Module:
         return lower_module(module, self.lower_backend, name)
+
+    def _lower_passthrough(self, name: str, module: nn.Module) -> nn.Module:
+        """A float module that runs QTensors as they are (max pool, flatten, ...), in the quantized region
+        (it has a qconfig), offered to the backend too: its kernels may run the op more directly."""
+        if (self.purpose != "convert" or getattr(module, "qconfig", None) is None
+                or type_before_parametrizations(module) not in mappings.QTENSOR_PASSTHROUGH_MODULES):
+            return module
+        lowered = self._lower(name, module)
+        if lowered is not module:
+            lowered._qcore_name = name
+            self.swapped[id(lowered)] = type_before_parametrizations(module)
+        return lowered
 
     # --- after the swaps --------------------------------------------------------------
 

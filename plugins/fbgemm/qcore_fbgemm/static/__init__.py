@@ -2,7 +2,9 @@
 
 :data:`STATIC_LOWERINGS` maps each reference module class to the factory
 lowering it (``KernelClass.from_reference``, which returns None when the
-module's configuration has no kernel, e.g. uint8 weights).
+module's configuration has no kernel, e.g. uint8 weights), and the float
+modules convert keeps in a quantized region (max pooling, flatten, ReLU) to
+their direct forms (:mod:`qcore_fbgemm.static.passthrough`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from qcore.nn.quantized import normalization as _ref_norm
 from qcore.nn.quantized import quant_dequant as _ref_qdq
 
 from qcore_fbgemm.static import activation, conv, functional, linear, normalization, quant_dequant
+from qcore_fbgemm.static.passthrough import PASSTHROUGH_LOWERINGS
 from qcore_fbgemm.static.activation import ELU, Hardsigmoid, Hardswish, LeakyReLU, ReLU6, Sigmoid, Softmax, Tanh
 from qcore_fbgemm.static.conv import (
     Conv1d, Conv2d, Conv3d, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d,
@@ -83,3 +86,5 @@ _PAIRS: list[tuple[type, type]] = [
 STATIC_LOWERINGS: dict[type, Callable[[nn.Module], Optional[nn.Module]]] = {
     reference: kernel.from_reference for reference, kernel in _PAIRS
 }
+# float modules convert keeps (they compute exactly on QTensors), lowered to skip the QTensor dispatch
+STATIC_LOWERINGS.update(PASSTHROUGH_LOWERINGS)

@@ -1,7 +1,8 @@
 """Convolutions on torch's int8 kernels: Conv1d/2d/3d (+ReLU) on fbgemm or onednn, ConvTranspose1d/2d/3d on fbgemm.
 
 Regular convolutions with symmetric weights are packed for both engines and
-each call picks by size (:data:`~qcore_fbgemm.static.packing.ONEDNN_MIN_MACS`).
+each call picks by size (:data:`~qcore_fbgemm.static.packing.ONEDNN_MIN_MACS`);
+onednn's packing is repeated per input shape (:func:`qcore_fbgemm.static.ops._conv_eager`).
 Transposed convolutions take per-tensor weights only (torch's kernels have
 no per-channel transposed convolution); per-channel ones stay on the
 reference module. Padding modes other than zeros stay on the reference too.
@@ -9,6 +10,7 @@ reference module. Padding modes other than zeros stay on the reference too.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -67,15 +69,16 @@ class _ConvKernel(KernelModule):
         if onednn_can_pack(weight, self.groups, self._TRANSPOSED):
             packed_onednn = pack_conv(*args, engine_name="onednn")
             min_macs, min_pixels = ONEDNN_MIN_MACS, ONEDNN_MIN_PIXELS
+            repack = functools.partial(pack_conv, *args, engine_name="onednn")
         else:
-            packed_onednn, min_macs, min_pixels = packed, math.inf, math.inf
+            packed_onednn, min_macs, min_pixels, repack = packed, math.inf, math.inf, None
         # per input element (N * Cin * spatial): output pixels 1 / (Cin * prod(stride)), and each pixel
         # takes Cout * Cin / groups * prod(kernel) multiply-accumulates
         pixels_per_input = 1.0 / (self.in_channels * math.prod(self.stride))
         macs_per_input = self.out_channels * math.prod(self.kernel_size) / (self.groups * math.prod(self.stride))
         op_cls = ops.QConv3dOp if self._NDIM == 3 else ops.QConvOp
         return op_cls(packed, packed_onednn, self._kind(), float(self.scale), int(self.zero_point), macs_per_input,
-                      pixels_per_input, min_macs, min_pixels)
+                      pixels_per_input, min_macs, min_pixels, repack)
 
     def _accepts(self, tq: Tensor) -> bool:
         return tq.dim() == self._NDIM + 2

@@ -67,26 +67,59 @@ _CONV3D_NAMES = {
 }
 
 
+#: onednn weight packings a convolution keeps, one per input shape and thread count (see :func:`_conv_eager`).
+ONEDNN_SHAPES_PER_MODULE = 4
+
+
 def _conv_eager(op: nn.Module, names: dict) -> Callable[[Tensor], Tensor]:
+    """The eager kernel call: fbgemm for small inputs; onednn, packed for the input's shape, for big ones.
+
+    torch's onednn convolution builds its primitive once per packed weight, for
+    the first input shape and thread count it sees, and rebuilds it on every
+    call with any other (~30 us per call, more than the whole kernel at small
+    batches). So each (shape, threads) gets its own packing, made on first
+    sight, up to :data:`ONEDNN_SHAPES_PER_MODULE`; further shapes share the
+    lowering-time packing. The integers are the same whichever packing runs.
+    """
     fn = fast_op(*names[op.kind])
     packed, packed_onednn, scale, zero_point = op.packed, op.packed_onednn, op.scale, op.zero_point
     macs_per_input, pixels_per_input = op.macs_per_input, op.pixels_per_input
     min_macs, min_pixels = op.onednn_min_macs, op.onednn_min_pixels
+    repack, by_shape = op.onednn_repack, op.onednn_by_shape
+    num_threads = torch.get_num_threads
+
+    def onednn_for(key: tuple) -> object:
+        if repack is None or len(by_shape) >= ONEDNN_SHAPES_PER_MODULE:
+            return packed_onednn
+        weights = repack()
+        by_shape[key] = weights
+        return weights
 
     def run(x: Tensor) -> Tensor:
         n = x.numel()
-        big = n * macs_per_input >= min_macs or n * pixels_per_input >= min_pixels
-        return fn(x, packed_onednn if big else packed, scale, zero_point)
+        if n * macs_per_input >= min_macs or n * pixels_per_input >= min_pixels:
+            key = (x.shape, num_threads())
+            weights = by_shape.get(key)
+            if weights is None:
+                weights = onednn_for(key)
+            return fn(x, weights, scale, zero_point)
+        return fn(x, packed, scale, zero_point)
 
     return run
 
 
 class _QConvOpBase(nn.Module):
-    """What :class:`QConvOp` and :class:`QConv3dOp` share: packed weights for both engines and the size rule."""
+    """What :class:`QConvOp` and :class:`QConv3dOp` share: packed weights for both engines and the size rule.
+
+    ``onednn_repack`` (eager mode only) packs the weights for onednn again, and ``onednn_by_shape`` keeps
+    those packings by (input shape, threads): see :func:`_conv_eager`.
+    """
+
+    __jit_ignored_attributes__ = ["onednn_repack", "onednn_by_shape"]
 
     def __init__(self, packed: object, packed_onednn: object, kind: int, scale: float, zero_point: int,
                  macs_per_input: float, pixels_per_input: float, onednn_min_macs: float,
-                 onednn_min_pixels: float) -> None:
+                 onednn_min_pixels: float, onednn_repack: Optional[Callable[[], object]] = None) -> None:
         super().__init__()
         self.packed = packed
         self.packed_onednn = packed_onednn
@@ -97,6 +130,8 @@ class _QConvOpBase(nn.Module):
         self.pixels_per_input = float(pixels_per_input)
         self.onednn_min_macs = float(onednn_min_macs)
         self.onednn_min_pixels = float(onednn_min_pixels)
+        self.onednn_repack = onednn_repack
+        self.onednn_by_shape: dict = {}
 
     def _weights(self, x: Tensor):  # return type left to TorchScript: the packed-params class differs by rank
         """The packed weights for this call: onednn's for big inputs, fbgemm's otherwise."""

@@ -21,9 +21,10 @@ __all__ = ["pack_linear", "pack_conv", "onednn_can_pack", "ONEDNN_MIN_MACS", "ON
 FBGEMM = "fbgemm"
 
 #: Convolutions of at least this many multiply-accumulates, or this many output pixels, per call run on
-#: onednn where it can pack them (measured on the digits CNN and ResNet-18 shapes, one thread, AVX2).
+#: onednn where it can pack them: where onednn (packed for the input's shape) beat fbgemm on the digits CNN
+#: and ResNet-18 shapes, 1 and 2 threads (benchmarks/RESULTS.md, "Convolution kernels").
 ONEDNN_MIN_MACS = 2e6
-ONEDNN_MIN_PIXELS = 1024
+ONEDNN_MIN_PIXELS = 512
 
 _CONV_PREPACK = {
     (1, False): "conv1d_prepack", (2, False): "conv2d_prepack", (3, False): "conv3d_prepack",
