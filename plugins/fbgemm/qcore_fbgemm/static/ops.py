@@ -131,7 +131,7 @@ class _QConvOpBase(nn.Module):
         self.onednn_min_macs = float(onednn_min_macs)
         self.onednn_min_pixels = float(onednn_min_pixels)
         self.onednn_repack = onednn_repack
-        self.onednn_by_shape: dict = {}
+        self.onednn_by_shape = {}  # (input shape, threads) -> packed weights
 
     def _weights(self, x: Tensor):  # return type left to TorchScript: the packed-params class differs by rank
         """The packed weights for this call: onednn's for big inputs, fbgemm's otherwise."""
