@@ -12,7 +12,7 @@ other sentence is the one fp32 finds.
 Rows: qcore's default (``qcore.quantize_dynamic(model, {nn.Linear})``: per-tensor
 int8 weights, 7-bit activations, torch.ao's defaults) and qcore's recommended
 configuration on fbgemm (``qcore_fbgemm.dynamic.quantize_dynamic_recommended``:
-per-channel 7-bit weights, 8-bit activations, uint8 weight-only embeddings),
+per-channel 7-bit weights, 8-bit activations quantized per token, uint8 weight-only embeddings),
 both against torch.ao's ``quantize_dynamic(model, {nn.Linear})``.
 """
 

@@ -61,6 +61,7 @@ from qcore.qconfig import (
     get_default_qat_qconfig,
     get_default_qconfig,
     per_channel_dynamic_qconfig,
+    per_token_dynamic_qconfig,
 )
 from qcore.qconfig_mapping import QConfigMapping, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
 from qcore.quant_spec import QuantSpec

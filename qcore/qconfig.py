@@ -72,6 +72,10 @@ default_dynamic_qconfig = QConfig(activation=obs.default_dynamic_quant_observer,
 per_channel_dynamic_qconfig = QConfig(
     activation=obs.default_dynamic_quant_observer, weight=obs.default_per_channel_weight_observer
 )
+#: qcore's addition: activations quantized per token (uint8, full range), weights per channel symmetric int8.
+per_token_dynamic_qconfig = QConfig(
+    activation=obs.per_token_dynamic_quant_observer, weight=obs.default_per_channel_weight_observer
+)
 float16_dynamic_qconfig = QConfig(
     activation=PlaceholderObserver.with_args(dtype=torch.float16, is_dynamic=True),
     weight=PlaceholderObserver.with_args(dtype=torch.float16),

@@ -19,6 +19,7 @@ __all__ = [
     "default_per_channel_weight_observer",
     "per_channel_weight_observer_range_neg_127_to_127",
     "default_dynamic_quant_observer",
+    "per_token_dynamic_quant_observer",
     "default_float_qparams_observer",
     "default_float_qparams_observer_4bit",
     "default_fixed_qparams_range_neg1to1_observer",
@@ -54,6 +55,10 @@ per_channel_weight_observer_range_neg_127_to_127 = PerChannelMinMaxObserver.with
 #: Dynamic quantization: uint8 activations, qparams computed per input at run time.
 default_dynamic_quant_observer = PlaceholderObserver.with_args(
     dtype=dtypes.uint8, quant_min=0, quant_max=255, is_dynamic=True
+)
+#: Dynamic quantization per token: uint8 over [0, 255], one scale and zero point per row of the input, at run time.
+per_token_dynamic_quant_observer = PlaceholderObserver.with_args(
+    dtype=dtypes.uint8, quant_min=0, quant_max=255, is_dynamic=True, per_token=True
 )
 #: Per-row float scale and offset (embedding weights).
 default_float_qparams_observer = PerChannelMinMaxObserver.with_args(

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from qcore import dtypes
 from qcore.dtypes import DTypeLike, QSchemeLike
-from qcore.errors import ObserverError
+from qcore.errors import ConfigError, ObserverError
 from qcore.observers.base import ObserverBase, build_spec
 from qcore.qparams import quant_range
 from qcore.quant_spec import DEFAULT_EPS
@@ -37,7 +37,9 @@ class PlaceholderObserver(_NoQParams):
 
     For dynamic quantization the qparams are computed from each input at run
     time, so nothing is observed. ``compute_dtype`` (deprecated in torch.ao)
-    means ``is_dynamic=True``.
+    means ``is_dynamic=True``. ``per_token=True`` (dynamic only, qcore's
+    addition) asks for one scale and zero point per token (per row of the
+    input flattened to ``[-1, features]``) instead of one per tensor.
     """
 
     no_qparams_reason = "it only carries the dtype (float types need none; dynamic quantization computes them at run time)"
@@ -52,6 +54,7 @@ class PlaceholderObserver(_NoQParams):
         qscheme: Optional[QSchemeLike] = None,
         eps: Optional[float] = None,
         is_dynamic: bool = False,
+        per_token: bool = False,
     ) -> None:
         _NoQParams.__init__(self, dtype, is_dynamic)
         self.spec = build_spec(
@@ -64,6 +67,13 @@ class PlaceholderObserver(_NoQParams):
             eps=DEFAULT_EPS if eps is None else eps,
         )
         self.custom_op = custom_op_name
+        self.per_token = bool(per_token)
+        if self.per_token and (not self.spec.is_dynamic or self.dtype.is_float):
+            raise ConfigError(
+                f"PlaceholderObserver: per_token=True describes dynamic integer activations (one scale and zero point "
+                f"per token, computed at run time); it needs is_dynamic=True and an integer dtype, got "
+                f"is_dynamic={self.spec.is_dynamic}, dtype={self.dtype.name}. Use qcore.per_token_dynamic_quant_observer"
+            )
 
     @property
     def quant_min(self) -> Optional[int]:
@@ -79,7 +89,8 @@ class PlaceholderObserver(_NoQParams):
         return self.spec.eps
 
     def extra_repr(self) -> str:
-        return f"dtype={self.dtype.name}, is_dynamic={self.is_dynamic}"
+        text = f"dtype={self.dtype.name}, is_dynamic={self.is_dynamic}"
+        return text + ", per_token=True" if self.per_token else text
 
 
 class NoopObserver(_NoQParams):

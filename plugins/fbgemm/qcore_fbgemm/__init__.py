@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 # The recommended dynamic configuration (see benchmarks/RESULTS.md), one call away,
 # imported on first access so that importing the package stays cheap.
 _RECOMMENDED = ("quantize_dynamic_recommended", "recommended_dynamic_qconfig_spec",
-                "recommended_dynamic_qconfig", "recommended_embedding_qconfig")
+                "recommended_dynamic_qconfig", "recommended_recurrent_qconfig", "recommended_embedding_qconfig")
 
 
 def __getattr__(name: str):

@@ -434,19 +434,21 @@ def test_recommended_configuration():
     model[1].weight.data[0, 0] = 5.0  # one outlier: per-channel scales keep the other rows fine
     spec = fd.recommended_dynamic_qconfig_spec()
     assert spec[nn.Linear] is fd.recommended_dynamic_qconfig and spec[nn.EmbeddingBag] is fd.recommended_embedding_qconfig
+    assert spec[nn.LSTM] is fd.recommended_recurrent_qconfig and spec[nn.GRUCell] is fd.recommended_recurrent_qconfig
     with qcore.backend("fbgemm"):
         q = fd.quantize_dynamic_recommended(model)
     with qcore.backend("reference"):
         ref = fd.quantize_dynamic_recommended(model)
     assert isinstance(q[0], fd.FbgemmEmbeddingBag) and q[0].weight_dtype is dtypes.uint8
     for linear in (q[1], q[3]):
-        assert isinstance(linear, fd.FbgemmDynamicLinear) and not linear.reduce_range
+        assert isinstance(linear, fd.FbgemmDynamicLinear) and linear.per_token and not linear.reduce_range
         w = linear.weight()
         assert w.qscheme() is qcore.per_channel_symmetric
         assert w.int_repr().abs().max().item() == 63
-    assert isinstance(ref[1], qd.Linear) and not ref[1].reduce_range
+    assert isinstance(ref[1], qd.Linear) and ref[1].per_token and not ref[1].reduce_range
     ids = torch.randint(0, 100, (8, 5))
-    assert max_diff(q(ids), ref(ids)) <= 1e-4
+    assert max_diff(q(ids), ref(ids)) <= 1e-4  # the tables differ by float32 rounding; the per-token Linears are exact
+    assert torch.equal(q[1](ref[0](ids)), ref[1](ref[0](ids)))
     assert model[1].weight.dtype == torch.float32  # the float model is untouched
 
 
@@ -469,13 +471,16 @@ _AVX2_CHECK = textwrap.dedent(
         x[:, 0] = 0.0  # uint8 255 everywhere else
         return (kernel(x) - ref(x)).abs().max().item() / ref(x).abs().max().item()
 
-    print(worst_case(fd.recommended_dynamic_qconfig), worst_case(qcore.per_channel_dynamic_qconfig))
+    print(worst_case(fd.recommended_recurrent_qconfig), worst_case(qcore.per_channel_dynamic_qconfig))
     """
 )
 
 
 def test_recommended_weights_are_exact_on_avx2_without_vnni():
-    """fbgemm's AVX2 kernel adds pairs of uint8 x int8 products in int16: 7-bit weights never overflow, 8-bit do."""
+    """fbgemm's AVX2 kernel adds pairs of uint8 x int8 products in int16: 7-bit weights never overflow, 8-bit do.
+
+    (The per-tensor kernels the recommended recurrent modules use; the per-token Linear: test_fbgemm_per_token.py.)
+    """
     env = dict(os.environ, FBGEMM_ENABLE_INSTRUCTIONS="AVX2")
     out = subprocess.run([sys.executable, "-c", _AVX2_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

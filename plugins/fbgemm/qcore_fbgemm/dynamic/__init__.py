@@ -7,6 +7,9 @@
 kernel cannot compute that configuration (the reference module stays;
 :func:`unsupported_reason` says why). The plugin's lowering merges it.
 
+Per-token dynamic Linears run on ``torch._int_mm``
+(:mod:`qcore_fbgemm.dynamic.per_token`), bit-exact with the reference.
+
 Kernel modules subclass their reference module: same state dict, ``weight()``,
 repr (plus ``kernel=fbgemm``) and TorchScript support; weights are packed
 once, when they are set or loaded.
@@ -22,6 +25,7 @@ from qcore_fbgemm.dynamic.recommended import (
     recommended_dynamic_qconfig,
     recommended_dynamic_qconfig_spec,
     recommended_embedding_qconfig,
+    recommended_recurrent_qconfig,
 )
 from qcore_fbgemm.dynamic.rnn import (
     FbgemmDynamicGRU,
@@ -45,6 +49,7 @@ __all__ = [
     "FbgemmEmbedding",
     "FbgemmEmbeddingBag",
     "recommended_dynamic_qconfig",
+    "recommended_recurrent_qconfig",
     "recommended_embedding_qconfig",
     "recommended_dynamic_qconfig_spec",
     "quantize_dynamic_recommended",

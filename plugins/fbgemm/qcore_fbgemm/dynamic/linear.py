@@ -13,10 +13,18 @@ do not spend a pass over every input looking for them (torch.ao does not
 either; at batch 1 the check would cost ~15% of a 384x384 linear): when
 fbgemm's range computation rejects the input, the error is the reference's
 QuantizationError, otherwise the output is meaningless.
+
+Per-token modules (``per_token=True``) run on ``torch._int_mm`` instead
+(:mod:`qcore_fbgemm.dynamic.per_token`): ``torch.equal`` to the reference,
+NaN/inf inputs raise the reference's QuantizationError. Where ``_int_mm``
+cannot be exact (8-bit weights on a CPU without VNNI, more than 65793 input
+features) lowering keeps the reference module, and a kernel module that is
+given such weights later computes the reference's numbers itself.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, List, Optional
 
 import torch
@@ -26,9 +34,12 @@ from qcore import dtypes
 from qcore.errors import ConfigError, QuantizationError
 from qcore.nn.quantized.base import module_label
 from qcore.nn.quantized.dynamic import linear as reference
+from qcore.nn.quantized.dynamic.functional import linear_dynamic_per_token
 from qcore.nn.quantized.dynamic.linear import check_float_input
 from qcore.nn.quantized.weight_only.functional import dequantize_weight
+from qcore.qtensor import QTensor
 
+from qcore_fbgemm.dynamic import per_token
 from qcore_fbgemm.dynamic.base import KernelModule, cpu_only_reason
 from qcore_fbgemm.dynamic.packing import pack_linear
 
@@ -37,13 +48,20 @@ __all__ = [
 ]
 
 
-def linear_unsupported_reason(ref: Any) -> Optional[str]:
-    """Why fbgemm's dynamic linear cannot compute the reference dynamic Linear ``ref`` (None when it can)."""
+def linear_unsupported_reason(ref: Any, allow_per_token: bool = True) -> Optional[str]:
+    """Why fbgemm's dynamic linear cannot compute the reference dynamic Linear ``ref`` (None when it can).
+
+    ``allow_per_token=False``: for the projections of recurrent modules, whose kernels quantize per tensor.
+    """
     reason = cpu_only_reason(ref)
     if reason is not None:
         return reason
     if ref.weight_dtype is dtypes.float16:
         return None
+    if getattr(ref, "per_token", False):
+        if not allow_per_token:
+            return "fbgemm's recurrent kernels quantize activations per tensor, not per token"
+        return per_token.unsupported_reason(ref.in_features, ref._qweight)
     if ref.weight_dtype is not dtypes.int8:
         return f"fbgemm's dynamic linear takes int8 or float16 weights, not {ref.weight_dtype.name}"
     if ref.group_size > 0 or int(ref.weight_axis) > 0:
@@ -54,8 +72,13 @@ def linear_unsupported_reason(ref: Any) -> Optional[str]:
     return None
 
 
-def check_kernel_settings(module: Any, weight_dtype: dtypes.QDType, settings: Any) -> None:
+def check_kernel_settings(module: Any, weight_dtype: dtypes.QDType, settings: Any, allow_per_token: bool = True) -> None:
     """Raise ConfigError unless fbgemm can quantize activations as ``settings`` (a DynamicQuantSettings) asks."""
+    if settings.per_token and not allow_per_token:
+        raise ConfigError(
+            f"{type(module).__name__}: fbgemm's recurrent kernels quantize activations per tensor, not per token; use "
+            "qcore's reference module for these (convert with is_reference=True, or run under qcore.backend('reference'))"
+        )
     if weight_dtype is dtypes.float16 or (settings.act_dtype is dtypes.uint8 and settings.quant_range == (0, 255)):
         return
     lo, hi = settings.quant_range
@@ -80,9 +103,13 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
     """qcore's dynamic Linear (``qcore.nn.quantized.dynamic.Linear``) running fbgemm's kernels.
 
     The weight is packed once (construction, ``set_weight_bias``,
-    ``load_state_dict``); no float copy of it is kept. Float inputs of any
-    float dtype are computed in float32 and returned in their dtype, as the
-    reference does.
+    ``load_state_dict``, a change of ``per_token``); no float copy of it is
+    kept. Float inputs of any float dtype are computed in float32 and
+    returned in their dtype, as the reference does.
+
+    Per tensor: fbgemm's packed weight (``_packed``). Per token: the weight
+    transposed, its column sums and float32 scales for ``torch._int_mm``
+    (``_packed`` is then a 1x1 placeholder, keeping TorchScript's attribute types).
     """
 
     _KERNEL_RELU = False
@@ -92,13 +119,32 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
         super()._refresh()
         self._cached = False
         self._weight_float = self._weight_float.new_zeros(0)
-        self._packed = pack_linear(self.weight(), self._bias)
         self._relu = self._KERNEL_RELU
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Pack the weight for the path the settings choose: fbgemm's per-tensor kernel or ``_int_mm`` per token."""
+        self._per_token = bool(getattr(self, "per_token", False))
+        if self._per_token:
+            self._packed = _placeholder_packed()
+            w_kn, colsum, w_scale = per_token.prepare_weight(self._qweight, self.weight_scale)
+            self._use_int_mm = per_token.unsupported_reason(self.in_features, self._qweight) is None
+        else:
+            self._packed = pack_linear(self.weight(), self._bias)
+            w_kn, colsum, w_scale = torch.zeros(0, 0, dtype=torch.int8), torch.zeros(0, dtype=torch.int32), torch.zeros(0)
+            self._use_int_mm = False
+        for name, value in (("_w_kn", w_kn), ("_w_colsum", colsum), ("_w_scale32", w_scale)):
+            if name in self._buffers:
+                setattr(self, name, value)
+            else:
+                self.register_buffer(name, value, persistent=False)
 
     def apply_settings(self, settings: Any) -> None:
-        """Set how inputs are quantized; fbgemm takes uint8 [0, 255], halved or not (``reduce_range``)."""
+        """Set how inputs are quantized; fbgemm takes uint8 [0, 255], halved or not (``reduce_range``), or per token."""
         check_kernel_settings(self, self.weight_dtype, settings)
         super().apply_settings(settings)
+        if getattr(self, "_per_token", None) is not None and self._per_token != self.per_token:
+            self._prepare()
 
     def dequantized_weight(self) -> Tensor:
         """The float32 weight (computed now: kernel modules keep only the integer or float16 weight)."""
@@ -120,12 +166,20 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
         check_float_input(self, x)
         try:
             return self._kernel(x)
+        except QuantizationError as exc:  # the per-token path checks its qparams itself
+            raise QuantizationError(f"{module_label(self)}: {exc}") from None
         except RuntimeError as exc:
             raise kernel_failure(self, x, exc) from exc
 
     def _kernel(self, x: Tensor) -> Tensor:
         if x.numel() == 0:
             return self._empty_output(x)
+        if self._per_token:
+            if self._use_int_mm:
+                y = per_token.linear_per_token(x, self._w_kn, self._w_colsum, self._w_scale32, self._bias)
+            else:  # weights _int_mm cannot multiply exactly here: the reference's numbers, computed the reference's way
+                y = linear_dynamic_per_token(x, self._qweight, self._w_scale32, self._bias)
+            return torch.relu_(y) if self._relu else y
         xf = x if x.dtype == torch.float32 else x.to(torch.float32)
         if self._bits == 16:
             if self._relu:
@@ -157,6 +211,12 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
     @staticmethod
     def _constructor_args(m: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (m.in_features, m.out_features, m.bias() is not None, m.weight_dtype), {}
+
+
+@functools.lru_cache(maxsize=None)
+def _placeholder_packed() -> Any:
+    """A 1x1 packed weight: what ``_packed`` holds on per-token modules (never run)."""
+    return pack_linear(QTensor.from_int(torch.zeros(1, 1, dtype=torch.int8), 1.0, 0, dtypes.int8), None)
 
 
 class FbgemmDynamicLinearReLU(FbgemmDynamicLinear, reference.LinearReLU):

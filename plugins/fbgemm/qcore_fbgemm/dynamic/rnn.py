@@ -12,6 +12,9 @@ every step, as the reference does, so results agree up to float32 summation
 order; the tests bound the difference to the reference's and torch.ao's
 modules by 1e-5 (observed ~1e-7).
 
+Per-token projections (a per-token qconfig) keep the reference modules: the
+recurrent kernels quantize per tensor.
+
 torch's C++ cell kernels always quantize activations with the halved range;
 a cell set to ``reduce_range=False`` runs fbgemm's linear for both
 projections and the reference's gate arithmetic in Python instead.
@@ -48,7 +51,7 @@ def _cells(module: Any) -> List[Any]:
 def _projection_reason(module: Any) -> Optional[str]:
     for cell in _cells(module):
         for linear in (cell.linear_ih, cell.linear_hh):
-            reason = linear_unsupported_reason(linear)
+            reason = linear_unsupported_reason(linear, allow_per_token=False)
             if reason is not None:
                 return reason
     return None
@@ -78,7 +81,7 @@ class _KernelRecurrent(KernelModule):
         self.register_load_state_dict_post_hook(_after_load)
 
     def apply_settings(self, settings: Any) -> None:
-        check_kernel_settings(self, self.weight_dtype, settings)
+        check_kernel_settings(self, self.weight_dtype, settings, allow_per_token=False)
         super().apply_settings(settings)  # type: ignore[misc]
         if getattr(self, "_ready", False):
             self.repack()

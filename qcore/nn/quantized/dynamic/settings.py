@@ -39,13 +39,14 @@ def default_reduce_range() -> bool:
 
 @attrs.frozen
 class DynamicQuantSettings:
-    """Weight dtype (int8 or float16) and the activation range dynamic quantization uses."""
+    """Weight dtype (int8 or float16), the activation range dynamic quantization uses, and per tensor or per token."""
 
     weight_dtype: QDType = attrs.field(default=dtypes.int8, converter=dtypes.qdtype)
     act_dtype: QDType = attrs.field(default=dtypes.uint8, converter=dtypes.qdtype)
     act_quant_min: Optional[int] = None
     act_quant_max: Optional[int] = None
     reduce_range: bool = DEFAULT_REDUCE_RANGE
+    per_token: bool = attrs.field(default=False, converter=bool)
 
     def __attrs_post_init__(self) -> None:
         if self.weight_dtype not in _WEIGHT_DTYPES:
@@ -63,6 +64,27 @@ class DynamicQuantSettings:
             raise ConfigError(
                 f"dynamic activation range [{lo}, {hi}] does not fit {self.act_dtype.name}'s "
                 f"[{self.act_dtype.quant_min}, {self.act_dtype.quant_max}]"
+            )
+        if self.per_token:
+            self._check_per_token()
+
+    def _check_per_token(self) -> None:
+        what = "per-token dynamic quantization"
+        if self.weight_dtype is not dtypes.int8:
+            raise ConfigError(
+                f"{what} needs int8 weights, not {self.weight_dtype.name}; use qcore.per_token_dynamic_qconfig "
+                "(or float16_dynamic_qconfig without per_token)"
+            )
+        if self.act_dtype is not dtypes.uint8 or self.quant_range != (0, 255):
+            lo, hi = self.quant_range
+            raise ConfigError(
+                f"{what} quantizes activations to uint8 over the full [0, 255], not {self.act_dtype.name} [{lo}, {hi}]; "
+                "use qcore.per_token_dynamic_quant_observer"
+            )
+        if self.reduce_range:
+            raise ConfigError(
+                f"{what} always uses the full 8 bits: reduce_range=True (halving the range for fbgemm's per-tensor "
+                "kernels) does not apply; pass reduce_range=False"
             )
 
     @property
@@ -89,6 +111,8 @@ def _qconfig_of(mod: nn.Module, owner: str) -> Any:
 def dynamic_settings_from(mod: nn.Module, owner: str, reduce_range: Optional[bool] = None) -> tuple[DynamicQuantSettings, Factory]:
     """The settings ``mod.qconfig`` asks for, and the weight observer factory (one fresh observer per weight).
 
+    An activation observer with ``per_token=True`` asks for per-token
+    activations (``reduce_range`` then defaults to False).
     ``qconfig = None`` means :data:`qcore.default_dynamic_qconfig`, as in torch.ao.
     A module carrying ``weight_fake_quant`` (QAT) is the caller's business.
     """
@@ -100,9 +124,15 @@ def dynamic_settings_from(mod: nn.Module, owner: str, reduce_range: Optional[boo
             f"{owner}.from_float: dynamic quantization needs an int8 or float16 weight observer, the qconfig's gives "
             f"{weight_dtype.name}; use qcore.default_dynamic_qconfig, per_channel_dynamic_qconfig or float16_dynamic_qconfig"
         )
-    if weight_dtype is dtypes.float16:
-        return DynamicQuantSettings(weight_dtype), weight_factory
     act = qconfig.activation()
+    per_token = bool(getattr(act, "per_token", False))
+    if weight_dtype is dtypes.float16:
+        if per_token:
+            raise ConfigError(
+                f"{owner}.from_float: the qconfig asks for per-token activations with float16 weights; per-token "
+                "dynamic quantization needs int8 weights (use qcore.per_token_dynamic_qconfig)"
+            )
+        return DynamicQuantSettings(weight_dtype), weight_factory
     act_dtype = weight_dtype_of(act, owner)
     if act_dtype not in (dtypes.uint8, dtypes.int8):
         raise ConfigError(
@@ -113,9 +143,14 @@ def dynamic_settings_from(mod: nn.Module, owner: str, reduce_range: Optional[boo
     lo = hi = None
     if spec is not None and spec.is_dynamic and spec.quant_min is not None:
         lo, hi = spec.quant_min, spec.quant_max
-    rr = default_reduce_range() or bool(getattr(spec, "reduce_range", False)) if reduce_range is None else bool(reduce_range)
+    if reduce_range is not None:
+        rr = bool(reduce_range)
+    elif per_token:
+        rr = False  # per token always uses the full range, whatever the backend's per-tensor default
+    else:
+        rr = default_reduce_range() or bool(getattr(spec, "reduce_range", False))
     try:
-        settings = DynamicQuantSettings(weight_dtype, act_dtype, lo, hi, rr)
+        settings = DynamicQuantSettings(weight_dtype, act_dtype, lo, hi, rr, per_token)
     except ConfigError as exc:
         raise ConfigError(f"{owner}.from_float: {exc}") from None
     return settings, weight_factory
