@@ -1,4 +1,4 @@
-"""fbgemm's per-token dynamic Linear (``torch._int_mm``) against qcore's reference: ``torch.equal``, always.
+"""fbgemm's per-token dynamic Linear (fbgemm or ``torch._int_mm`` sums) against qcore's reference: ``torch.equal``, always.
 
 Also: lowering and what it refuses (8-bit weights without VNNI, int32
 overflow, recurrent modules), the module's state dict / TorchScript /
@@ -55,7 +55,7 @@ def reference_linear(k: int, n: int, qconfig=SEVEN_BIT, bias: bool = True, relu:
 
 def kernel_of(ref: nn.Module) -> nn.Module:
     kernel = fd.DYNAMIC_LOWERINGS[type(ref)](ref)
-    assert isinstance(kernel, (fd.FbgemmDynamicLinear,)) and kernel._use_int_mm
+    assert isinstance(kernel, (fd.FbgemmDynamicLinear,)) and kernel._kernel_exact
     return kernel
 
 
@@ -82,8 +82,8 @@ def inputs(draw, k: int):
 
 @settings(**SETTINGS)
 @given(st.data(), st.sampled_from([1, 3, 17, 64, 384, 1100]), st.integers(1, 40), st.booleans(), st.booleans(),
-       st.sampled_from(["random", "extreme7", "extreme8"]))
-def test_kernel_equals_the_reference(data, k, n, bias, relu, weights):
+       st.sampled_from(["random", "extreme7", "extreme8"]), st.booleans())
+def test_kernel_equals_the_reference(data, k, n, bias, relu, weights, force_int_mm):
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
     if weights == "random":
         w = None
@@ -97,6 +97,8 @@ def test_kernel_equals_the_reference(data, k, n, bias, relu, weights):
         return
     kernel = kernel_of(ref)
     assert isinstance(kernel, type(ref))
+    if force_int_mm and per_token.exact_weight_bound("int_mm") >= per_token.weight_magnitude(ref._qweight):
+        kernel._int_mm_min_rows = 0  # every input on _int_mm (the plan sends these small ones to fbgemm)
     x = data.draw(inputs(k))
     got, want = kernel(x), ref(x)
     assert got.shape == want.shape == (*x.shape[:-1], n)
@@ -136,7 +138,7 @@ def test_quantize_dynamic_lowers_per_token_linears_to_the_kernel():
         kept = qcore.quantize_dynamic(model, {nn.Linear: qcore.per_token_dynamic_qconfig})
     assert [type(m) for m in lowered] == [fd.FbgemmDynamicLinear, nn.ReLU, fd.FbgemmDynamicLinear]
     assert [type(m) for m in kept] == [qd.Linear, nn.ReLU, qd.Linear]
-    assert all(m._use_int_mm for m in (lowered[0], lowered[2]))
+    assert all(m._kernel_exact for m in (lowered[0], lowered[2]))
     x = torch.randn(5, 3, 8)
     assert torch.equal(lowered(x), kept(x))
     with qcore.backend("fbgemm"):  # FX mode lowers the same way
@@ -181,7 +183,7 @@ def test_save_on_the_reference_backend_load_on_fbgemm_runs_the_kernel(tmp_path):
         qcore.save(reference_model, tmp_path / "model.qcore")
     loaded = qcore.load(tmp_path / "model.qcore", backend="fbgemm")
     assert [type(m) for m in loaded] == [fd.FbgemmDynamicLinear, nn.ReLU, fd.FbgemmDynamicLinear]
-    assert loaded[0]._use_int_mm and loaded[0].per_token
+    assert loaded[0]._kernel_exact and loaded[0].per_token
     x = torch.randn(6, 8)
     assert torch.equal(loaded(x), reference_model(x))
     qcore.save(loaded, tmp_path / "lowered.qcore")  # saves the reference form
@@ -190,11 +192,29 @@ def test_save_on_the_reference_backend_load_on_fbgemm_runs_the_kernel(tmp_path):
     assert type(again[0]) is qd.Linear and again[0].per_token and torch.equal(again(x), reference_model(x))
 
 
+def test_the_plan_picks_fbgemm_for_small_inputs_and_int_mm_for_large_or_wide_ones(monkeypatch):
+    torch.manual_seed(4)
+    wide = kernel_of(reference_linear(2100, 8))  # 128 * 2100 * 63 > 2**24: fbgemm's float32 sums could round
+    assert wide._int_mm_min_rows == 0
+    ref = reference_linear(384, 8)
+    kernel = kernel_of(ref)
+    if per_token.exact_weight_bound("int_mm") < 64:
+        pytest.skip("torch._int_mm is not exact here")
+    assert kernel._int_mm_min_rows == per_token.INT_MM_MIN_ROWS
+    int_mm_calls = []
+    real_int_mm = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: int_mm_calls.append(a.shape[0]) or real_int_mm(a, b))
+    for rows in (3, per_token.INT_MM_MIN_ROWS - 1, per_token.INT_MM_MIN_ROWS, 300):
+        x = torch.randn(rows, 384)
+        assert torch.equal(kernel(x), ref(x))
+    assert int_mm_calls == [per_token.INT_MM_MIN_ROWS, 300]
+
+
 def test_what_the_kernel_cannot_compute_keeps_the_reference(monkeypatch):
     torch.manual_seed(5)
     eight_bit = reference_linear(16, 4, qcore.per_token_dynamic_qconfig, weight=torch.full((4, 16), -128, dtype=torch.int8))
     seven_bit = reference_linear(16, 4)
-    monkeypatch.setattr(per_token, "exact_weight_bound", lambda: 64)  # a CPU without VNNI
+    monkeypatch.setattr(per_token, "exact_weight_bound", lambda kernel="int_mm": 64)  # a CPU without VNNI
     assert "VNNI" in fd.unsupported_reason(eight_bit) and fd.unsupported_reason(seven_bit) is None
     assert fd.DYNAMIC_LOWERINGS[qd.Linear](eight_bit) is None
     with pytest.raises(ConfigError, match="VNNI"):
@@ -203,7 +223,7 @@ def test_what_the_kernel_cannot_compute_keeps_the_reference(monkeypatch):
     kernel = kernel_of(seven_bit)
     kernel.load_state_dict(eight_bit.state_dict())
     x = torch.randn(3, 16)
-    assert not kernel._use_int_mm and torch.equal(kernel(x), eight_bit(x))
+    assert not kernel._kernel_exact and torch.equal(kernel(x), eight_bit(x))
     wide = qd.Linear(per_token.MAX_IN_FEATURES + 1, 1, reduce_range=False, per_token=True)
     assert "overflow the int32 sums" in fd.unsupported_reason(wide)
 
@@ -224,7 +244,7 @@ def test_recommended_configuration_is_per_token_for_linear_only():
     model = nn.Sequential(nn.Linear(8, 8), nn.GRU(8, 4))
     with qcore.backend("fbgemm"):
         q = fd.quantize_dynamic_recommended(model)
-    assert type(q[0]) is fd.FbgemmDynamicLinear and q[0].per_token and q[0]._use_int_mm
+    assert type(q[0]) is fd.FbgemmDynamicLinear and q[0].per_token and q[0]._kernel_exact
     assert type(q[1]) is fd.FbgemmDynamicGRU and not q[1].cells[0].linear_ih.per_token
     assert not q[1].cells[0].linear_ih.reduce_range
     assert int(q[0].weight().int_repr().abs().max()) <= 63
@@ -255,14 +275,16 @@ _AVX2_CHECK = textwrap.dedent(
     weights = [torch.where(sign, -63, 63).to(torch.int8), torch.randint(-63, 64, (n, k), dtype=torch.int8),
                torch.full((n, k), 63, dtype=torch.int8), torch.full((n, k), -63, dtype=torch.int8)]
     extremes = torch.where(torch.rand(40, k) < 0.5, torch.tensor(-1.0), torch.tensor(3.0))  # codes 0 and 255
-    inputs = [extremes, torch.full((3, k), 3.0), torch.randn(40, k), torch.randn(2, 7, k).clamp(min=0)]
+    inputs = [extremes, torch.full((3, k), 3.0), torch.randn(40, k), torch.randn(2, 7, k).clamp(min=0),
+              torch.randn(150, k)]  # fewer rows than per_token.INT_MM_MIN_ROWS run fbgemm, more _int_mm
     equal = True
     for w in weights:
         ref, kernel = pair(w)
-        assert kernel is not None and kernel._use_int_mm
+        assert kernel is not None and kernel._kernel_exact
         equal = equal and all(torch.equal(kernel(x), ref(x)) for x in inputs)
     eight_bit, lowered = pair(torch.where(sign, -128, 127).to(torch.int8))
-    print(per_token.exact_weight_bound(), per_token._probe_exact(128), equal, lowered is None,
+    print(per_token.exact_weight_bound("int_mm"), per_token.exact_weight_bound("fbgemm"),
+          per_token._probe_exact("int_mm", 128), per_token._probe_exact("fbgemm", 128), equal, lowered is None,
           fd.unsupported_reason(eight_bit) or "")
     """
 )
@@ -272,11 +294,12 @@ def test_recommended_weights_are_exact_on_avx2_without_vnni():
     """oneDNN on AVX2 adds u8 x s8 pairs in int16: 7-bit weights stay exact; 8-bit ones saturate and are refused."""
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         pytest.skip("needs an x86 CPU with AVX2")
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", DNNL_MAX_CPU_ISA="AVX2")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", DNNL_MAX_CPU_ISA="AVX2", FBGEMM_ENABLE_INSTRUCTIONS="AVX2")
     out = subprocess.run([sys.executable, "-c", _AVX2_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    bound, eight_bit_exact, equal, refused, reason = out.stdout.strip().split(" ", 4)
-    assert bound == "64" and eight_bit_exact == "False"  # the probe sees AVX2's saturation
+    int_mm_bound, fbgemm_bound, int_mm_8, fbgemm_8, equal, refused, reason = out.stdout.strip().split(" ", 6)
+    assert int_mm_bound == fbgemm_bound == "64"  # the probes see AVX2's saturation
+    assert int_mm_8 == fbgemm_8 == "False"
     assert equal == "True"
     assert refused == "True" and "VNNI" in reason
 

@@ -7,7 +7,7 @@
 kernel cannot compute that configuration (the reference module stays;
 :func:`unsupported_reason` says why). The plugin's lowering merges it.
 
-Per-token dynamic Linears run on ``torch._int_mm``
+Per-token dynamic Linears sum their integers on fbgemm or ``torch._int_mm``
 (:mod:`qcore_fbgemm.dynamic.per_token`), bit-exact with the reference.
 
 Kernel modules subclass their reference module: same state dict, ``weight()``,

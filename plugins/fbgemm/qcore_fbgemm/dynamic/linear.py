@@ -14,17 +14,17 @@ either; at batch 1 the check would cost ~15% of a 384x384 linear): when
 fbgemm's range computation rejects the input, the error is the reference's
 QuantizationError, otherwise the output is meaningless.
 
-Per-token modules (``per_token=True``) run on ``torch._int_mm`` instead
-(:mod:`qcore_fbgemm.dynamic.per_token`): ``torch.equal`` to the reference,
-NaN/inf inputs raise the reference's QuantizationError. Where ``_int_mm``
-cannot be exact (8-bit weights on a CPU without VNNI, more than 65793 input
+Per-token modules (``per_token=True``) quantize each row themselves and sum
+the integers on fbgemm (or ``torch._int_mm`` for large inputs on VNNI CPUs;
+:mod:`qcore_fbgemm.dynamic.per_token`): ``torch.equal`` to the reference,
+NaN/inf inputs raise the reference's QuantizationError. Where no kernel can
+be exact (8-bit weights on a CPU without VNNI, more than 65793 input
 features) lowering keeps the reference module, and a kernel module that is
 given such weights later computes the reference's numbers itself.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, List, Optional
 
 import torch
@@ -37,7 +37,6 @@ from qcore.nn.quantized.dynamic import linear as reference
 from qcore.nn.quantized.dynamic.functional import linear_dynamic_per_token
 from qcore.nn.quantized.dynamic.linear import check_float_input
 from qcore.nn.quantized.weight_only.functional import dequantize_weight
-from qcore.qtensor import QTensor
 
 from qcore_fbgemm.dynamic import per_token
 from qcore_fbgemm.dynamic.base import KernelModule, cpu_only_reason
@@ -107,9 +106,9 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
     kept. Float inputs of any float dtype are computed in float32 and
     returned in their dtype, as the reference does.
 
-    Per tensor: fbgemm's packed weight (``_packed``). Per token: the weight
-    transposed, its column sums and float32 scales for ``torch._int_mm``
-    (``_packed`` is then a 1x1 placeholder, keeping TorchScript's attribute types).
+    Per tensor: fbgemm's packed weight (``_packed``). Per token: fbgemm's
+    packing with unit scales (``_packed``), and the weight transposed, its
+    column sums and float32 scales for ``torch._int_mm`` and the epilogue.
     """
 
     _KERNEL_RELU = False
@@ -126,13 +125,15 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
         """Pack the weight for the path the settings choose: fbgemm's per-tensor kernel or ``_int_mm`` per token."""
         self._per_token = bool(getattr(self, "per_token", False))
         if self._per_token:
-            self._packed = _placeholder_packed()
-            w_kn, colsum, w_scale = per_token.prepare_weight(self._qweight, self.weight_scale)
-            self._use_int_mm = per_token.unsupported_reason(self.in_features, self._qweight) is None
+            w_kn, colsum, w_scale, self._packed = per_token.prepare_weight(self._qweight, self.weight_scale)
+            reason, fbgemm_exact, int_mm_rows = per_token.kernel_plan(self.in_features, self._qweight)
+            self._kernel_exact = reason is None  # a kernel is exact: fbgemm below int_mm_rows rows, _int_mm from there
+            self._int_mm_min_rows = int_mm_rows if fbgemm_exact else 0
         else:
             self._packed = pack_linear(self.weight(), self._bias)
             w_kn, colsum, w_scale = torch.zeros(0, 0, dtype=torch.int8), torch.zeros(0, dtype=torch.int32), torch.zeros(0)
-            self._use_int_mm = False
+            self._kernel_exact = False
+            self._int_mm_min_rows = 0
         for name, value in (("_w_kn", w_kn), ("_w_colsum", colsum), ("_w_scale32", w_scale)):
             if name in self._buffers:
                 setattr(self, name, value)
@@ -175,9 +176,10 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
         if x.numel() == 0:
             return self._empty_output(x)
         if self._per_token:
-            if self._use_int_mm:
-                y = per_token.linear_per_token(x, self._w_kn, self._w_colsum, self._w_scale32, self._bias)
-            else:  # weights _int_mm cannot multiply exactly here: the reference's numbers, computed the reference's way
+            if self._kernel_exact:
+                y = per_token.linear_per_token(x, self._w_kn, self._w_colsum, self._w_scale32, self._bias, self._packed,
+                                               self._int_mm_min_rows)
+            else:  # weights no int8 kernel multiplies exactly here: the reference's numbers, computed its way
                 y = linear_dynamic_per_token(x, self._qweight, self._w_scale32, self._bias)
             return torch.relu_(y) if self._relu else y
         xf = x if x.dtype == torch.float32 else x.to(torch.float32)
@@ -211,12 +213,6 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
     @staticmethod
     def _constructor_args(m: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (m.in_features, m.out_features, m.bias() is not None, m.weight_dtype), {}
-
-
-@functools.lru_cache(maxsize=None)
-def _placeholder_packed() -> Any:
-    """A 1x1 packed weight: what ``_packed`` holds on per-token modules (never run)."""
-    return pack_linear(QTensor.from_int(torch.zeros(1, 1, dtype=torch.int8), 1.0, 0, dtypes.int8), None)
 
 
 class FbgemmDynamicLinearReLU(FbgemmDynamicLinear, reference.LinearReLU):

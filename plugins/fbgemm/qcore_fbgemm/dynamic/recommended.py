@@ -10,11 +10,12 @@ stays ``qcore.default_dynamic_qconfig`` for drop-in users. Recommended instead:
   on MiniLM-L6 (64 sentences, two padded batches of 32) per-tensor 8-bit
   activations gave mean cosine 0.9925 and top-1 nearest-neighbour agreement
   0.812; per token gives cosine mean 0.9977 (min 0.9960) and top-1 0.922
-  (symmetric int8 per token: 0.9962 / 0.891). The kernel is
-  ``torch._int_mm`` (:mod:`qcore_fbgemm.dynamic.per_token`), bit-exact
-  with the reference. The 7-bit weights keep it exact on AVX2 CPUs without
-  VNNI, whose int8 multiply adds pairs of uint8 x int8 products in int16:
-  ``2 * 255 * 63`` fits, ``2 * 255 * 127`` does not.
+  (symmetric int8 per token: 0.9962 / 0.891). The integer sums run on
+  fbgemm (``torch._int_mm`` for large inputs;
+  :mod:`qcore_fbgemm.dynamic.per_token`), bit-exact with the reference. The
+  7-bit weights keep them exact on AVX2 CPUs without VNNI, whose int8
+  multiply adds pairs of uint8 x int8 products in int16: ``2 * 255 * 63``
+  fits, ``2 * 255 * 127`` does not.
 - LSTM / GRU / cells: the same weights, activations per tensor in the full
   8 bits (``reduce_range=False``): fbgemm's recurrent kernels quantize per
   tensor. qconfigs cannot say ``reduce_range=False`` for per-tensor dynamic
@@ -23,13 +24,15 @@ stays ``qcore.default_dynamic_qconfig`` for drop-in users. Recommended instead:
 - Embedding / EmbeddingBag: weight-only, uint8 per row with float qparams
   (``qcore.float_qparams_weight_only_qconfig``): 1/4 of the float size.
 
-Speed (1 thread, measured on a 2-core AVX512-VNNI machine): a per-token
-layer takes 1.0-1.3x the time of fbgemm's per-tensor ``linear_dynamic`` at
-640 tokens (MiniLM's batch of 32) and 2-2.6x at 14 tokens, where the ~25
-small ATen calls of per-token quantization and the epilogue dominate. The
-whole MiniLM-L6 runs at 0.40-0.43 of fp32's time at batch 32 (torch.ao's
-default: 0.37) and 0.63-0.68 at batch 1 (torch.ao: 0.39): the accuracy costs
-time at batch 1. ``quantize_dynamic_recommended(model)`` applies it in one call.
+Speed (1 thread, 2-core AVX512-VNNI machine, and the same limited to AVX2;
+benchmarks/RESULTS.md): a per-token layer takes 1.0-1.3x the time of fbgemm's
+per-tensor ``linear_dynamic`` at 640 tokens (MiniLM's batch of 32) and
+1.7-3.8x at 14 tokens, where the ~20 small ATen calls of per-token
+quantization and the epilogue (~2-3 us each) dominate. The whole MiniLM-L6
+runs at 0.40 of fp32's time at batch 32 (torch.ao's default: 0.36; AVX2
+0.65 vs 0.59) and 0.69 at batch 1 (torch.ao: 0.39; AVX2 0.75 vs 0.46): the
+accuracy costs time at batch 1. ``quantize_dynamic_recommended(model)``
+applies it in one call.
 """
 
 from __future__ import annotations
