@@ -30,6 +30,7 @@ from qcore.errors import QuantizationError
 
 __all__ = [
     "QTensor",
+    "integer_data",
     "quantize_per_tensor",
     "quantize_per_channel",
     "quantize_per_tensor_dynamic",
@@ -84,9 +85,24 @@ def _storage_dtype(qdtype: QDType) -> torch.dtype:
 
 
 def _plain(t: Tensor) -> Tensor:
-    """The integer storage of a QTensor as a plain tensor (an alias, not a copy)."""
+    """The integer storage of a QTensor as a plain tensor (an alias, not a copy).
+
+    A QTensor subclass whose own tensor is not its integers (a kernel plugin's
+    QTensor over torch's quantized tensor) reaches them through its
+    ``_qcore_integers`` method; every QTensor operation goes through here.
+    """
+    cls = type(t)
+    if cls is not QTensor and cls is not Tensor:
+        integers = getattr(cls, "_qcore_integers", None)
+        if integers is not None:
+            return integers(t)
     with torch._C.DisableTorchFunctionSubclass():
         return torch.Tensor.as_subclass(t, torch.Tensor)
+
+
+def integer_data(t: Tensor) -> Tensor:
+    """The integers of the QTensor ``t`` as a plain tensor sharing its memory (``int_repr()`` without the copy)."""
+    return _plain(t)
 
 
 def _wrap(data: Tensor, qp: _QParams) -> "QTensor":

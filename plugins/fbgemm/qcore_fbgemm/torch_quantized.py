@@ -3,9 +3,10 @@
 torch's int8 kernels take and return quantized torch tensors. Kernel modules
 convert a :class:`qcore.QTensor` to one with :func:`to_torch`, run the op and
 wrap the result with :func:`from_torch` as a :class:`KernelQTensor`: a QTensor
-whose integers *are* the torch tensor's storage (no copy) and which keeps the
-torch tensor, so the next kernel module, max-pooling, ``relu`` and reshapes run
-on it directly. Everything else sees an ordinary QTensor.
+that is the torch tensor itself (the same memory and quantizer, no copy) and
+keeps it, so the next kernel module, max-pooling, ``relu`` and reshapes run on
+it directly. Everything else sees an ordinary QTensor, whose integers are a
+uint8/int8 view of that memory.
 
 torch warns once per process when a quantized tensor is first made; that
 happens at import here, silenced (:func:`quiet`), so qcore users never see it.
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from qcore import dtypes
 from qcore.dtypes import QScheme
-from qcore.qtensor import QTensor, _QParams
+from qcore.qtensor import QTensor, _QParams, integer_data
 
 __all__ = [
     "KernelQTensor",
@@ -65,8 +66,7 @@ def engine(name: str) -> Iterator[None]:
 
 def plain(x: Tensor) -> Tensor:
     """The integer storage of a QTensor as a plain tensor (an alias, no copy)."""
-    with torch._C.DisableTorchFunctionSubclass():
-        return torch.Tensor.as_subclass(x, torch.Tensor)
+    return integer_data(x)
 
 
 def output_qparams(scale: float, zero_point: int, qdtype: dtypes.QDType = dtypes.uint8) -> _QParams:
@@ -74,24 +74,38 @@ def output_qparams(scale: float, zero_point: int, qdtype: dtypes.QDType = dtypes
     return _QParams(qdtype, QScheme.PER_TENSOR_AFFINE, scale=float(scale), zero_point=int(zero_point))
 
 
-# from_torch's starting points: _make_subclass makes a new tensor from one, which set_ then points at the memory.
-_EMPTY = {torch.quint8: torch.empty(0, dtype=torch.uint8), torch.qint8: torch.empty(0, dtype=torch.int8)}
+_STORAGE_DTYPE = {torch.quint8: torch.uint8, torch.qint8: torch.int8}
+# Queries whose answer differs between the quantized tensor and its integers: answered for the integers.
+_INTEGER_QUERIES = {
+    torch.Tensor.dtype.__get__: lambda dtype: _STORAGE_DTYPE[dtype],  # a property reaches __torch_function__ as __get__
+    torch.Tensor.is_signed: lambda dtype: _STORAGE_DTYPE[dtype].is_signed,
+}
 _make_subclass = torch.Tensor._make_subclass
 _DisableTorchFunctionSubclass = torch._C.DisableTorchFunctionSubclass
 
 
 class KernelQTensor(QTensor):
-    """A QTensor over a torch quantized tensor's storage, carrying that tensor for the next kernel.
+    """A QTensor that is a torch quantized tensor (made from it without a copy), carrying it for the next kernel.
 
-    The torch tensor is reused only while the QTensor's qparams are still the
-    ones it was made with (``copy_`` replaces them); the integers are shared,
-    so in-place changes reach both. Max pooling, ``relu`` and reshapes run on
-    the torch tensor and keep the pairing; every other operation is
-    QTensor's own.
+    Making one is a single ``_make_subclass``: the cheapest way to hand a
+    kernel's output on (a QTensor over a re-pointed uint8 tensor cost ~5 us
+    more per kernel call). QTensor's operations reach its integers through
+    ``_qcore_integers``, a uint8/int8 view of the same memory, and ``.dtype``
+    and ``is_signed()`` answer for that view, as for every QTensor. The torch tensor is
+    reused only while the qparams are still the ones it was made with
+    (``copy_`` replaces them); the memory is shared, so in-place changes reach
+    both. Max pooling, ``relu`` and reshapes run on the torch tensor and keep
+    the pairing; every other operation is QTensor's own.
     """
 
     _torch: Tensor
     _torch_qparams: _QParams
+
+    def _qcore_integers(self) -> Tensor:
+        """The integers: a plain uint8/int8 tensor over this tensor's memory, with its shape and strides."""
+        with _DisableTorchFunctionSubclass():
+            ints = torch.empty(0, dtype=_STORAGE_DTYPE[self.dtype], device=self.device)
+            return ints.set_(self.untyped_storage(), self.storage_offset(), self.size(), self.stride())
 
     @classmethod
     def __torch_function__(cls, func: Callable, types: tuple, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
@@ -102,6 +116,10 @@ class KernelQTensor(QTensor):
                 result = handler(self, func, args[1:], kwargs or {})
                 if result is not NotImplemented:
                     return result
+        answer = _INTEGER_QUERIES.get(func)
+        if answer is not None and len(args) == 1 and type(args[0]) is KernelQTensor:
+            with _DisableTorchFunctionSubclass():
+                return answer(args[0].dtype)
         return super().__torch_function__(func, types, args, kwargs)
 
 
@@ -114,9 +132,7 @@ def from_torch(tq: Tensor, qparams: Optional[_QParams] = None) -> KernelQTensor:
     """
     if qparams is None:
         qparams = output_qparams(tq.q_scale(), tq.q_zero_point(), _QDTYPE[tq.dtype])
-    obj = _make_subclass(KernelQTensor, _EMPTY[tq.dtype], False)  # a new tensor; the template stays empty
-    with _DisableTorchFunctionSubclass():
-        obj.set_(tq.untyped_storage(), tq.storage_offset(), tq.size(), tq.stride())
+    obj = _make_subclass(KernelQTensor, tq, False)  # the same memory and quantizer, a new tensor object
     d = obj.__dict__  # plain dict stores: this runs once per kernel call
     d["_qparams"] = qparams
     d["_torch"] = tq
