@@ -12,6 +12,7 @@ The A/A ratio (fp32 copy / fp32) shows how large that noise still is.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import statistics
@@ -129,8 +130,9 @@ class Workload:
     contenders: tuple[tuple[str, str], ...] = (("qcore", "qcore"),)  # (model name, label in the table)
 
     def calls(self, batch: int) -> dict[str, Callable[[], Any]]:
+        """One inference per contender, each on a fresh copy of its model (see :func:`workload_rows`)."""
         args = self.inputs(batch)
-        return {name: (lambda m=m: m(*args)) for name, m in self.models.items()}
+        return {name: (lambda m=copy.deepcopy(m): m(*args)) for name, m in self.models.items()}
 
 
 def fmt_ratio(value: Optional[float], digits: int = 2) -> str:
@@ -192,7 +194,13 @@ class Row:
 
 def workload_rows(workload: Workload, settings: Settings, wrap: Callable[[], Any]) -> Iterator[Row]:
     """Time ``workload`` at each thread count and batch; one row per qcore contender. ``wrap()`` is a context
-    manager around each measurement (silencing torch.ao's warnings)."""
+    manager around each measurement (silencing torch.ao's warnings).
+
+    Every row times fresh copies of the models, first called with the row's input on the row's threads:
+    torch's onednn convolutions (torch.ao's ``x86`` engine) build their primitive for the first input shape
+    and thread count a packed weight sees and rebuild it on every other call, so a model first run at
+    another batch (the accuracy pass) would be timed on that slow path.
+    """
     for n_threads in settings.threads:
         for batch in workload.batches:
             calls = workload.calls(batch)

@@ -1,6 +1,6 @@
 """Run qcore's benchmarks: fp32, qcore (fbgemm kernels) and torch.ao, measured together.
 
-    python -m benchmarks.run            # the full run (~10 minutes on 2 cores)
+    python -m benchmarks.run            # the full run (~2.5 minutes on 2 cores)
     python benchmarks/run.py --quick    # fewer, shorter rounds (~1-2 minutes)
     python -m benchmarks.run --only minilm,rnn --threads 1 --out table.md
 

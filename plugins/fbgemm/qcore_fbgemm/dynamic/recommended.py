@@ -25,12 +25,12 @@ stays ``qcore.default_dynamic_qconfig`` for drop-in users. Recommended instead:
   (``qcore.float_qparams_weight_only_qconfig``): 1/4 of the float size.
 
 Speed (1 thread, 2-core AVX512-VNNI machine, and the same limited to AVX2;
-benchmarks/RESULTS.md): a per-token layer takes 1.0-1.3x the time of fbgemm's
+benchmarks/RESULTS.md): a per-token layer takes 1.0-1.4x the time of fbgemm's
 per-tensor ``linear_dynamic`` at 640 tokens (MiniLM's batch of 32) and
 1.7-3.8x at 14 tokens, where the ~20 small ATen calls of per-token
 quantization and the epilogue (~2-3 us each) dominate. The whole MiniLM-L6
 runs at 0.40 of fp32's time at batch 32 (torch.ao's default: 0.36; AVX2
-0.65 vs 0.59) and 0.69 at batch 1 (torch.ao: 0.39; AVX2 0.75 vs 0.46): the
+0.65 vs 0.60) and 0.70 at batch 1 (torch.ao: 0.40; AVX2 0.74 vs 0.46): the
 accuracy costs time at batch 1. ``quantize_dynamic_recommended(model)``
 applies it in one call.
 """
