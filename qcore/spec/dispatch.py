@@ -43,7 +43,9 @@ def qcore_lower_module(backend: str, module: Any) -> Optional[Any]:
     """Lower one reference quantized module to ``backend``'s kernels.
 
     Receives the canonical backend name and a reference quantized
-    ``torch.nn.Module`` (integer weights plus qparams). Returns a
-    kernel-backed replacement module computing the same function, or None
-    to leave the module as it is. firstresult.
+    ``torch.nn.Module`` (integer weights plus qparams), or a float module
+    that runs quantized tensors as they are (max pooling, flatten, ...: the
+    types in ``qcore.flow.mappings.QTENSOR_PASSTHROUGH_MODULES``) inside the
+    quantized region. Returns a kernel-backed replacement module computing
+    the same function, or None to leave the module as it is. firstresult.
     """
