@@ -66,12 +66,12 @@ def load_minilm() -> tuple[nn.Module, object]:
     return AutoModel.from_pretrained(path, add_pooling_layer=False).eval(), AutoTokenizer.from_pretrained(path)
 
 
-def _embed(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+def embed(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     with torch.inference_mode(), quiet():
         return torch.cat([model(b["input_ids"], b["attention_mask"]) for b in batches])
 
 
-def _neighbours(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbours(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sentence's nearest other sentence, and its margin over the runner-up."""
     sim = e @ e.T
     sim.fill_diagonal_(-2.0)
@@ -98,15 +98,15 @@ def build(ctx: Context) -> Workload:
               "torch.ao": theirs}
     with quiet():
         sizes = size_ratios(models)
-    reference = _embed(fp32, all_batches)
-    ref_nn, margins = _neighbours(reference)
+    reference = embed(fp32, all_batches)
+    ref_nn, margins = neighbours(reference)
     quality = {}
     for name in ("qcore", "qcore recommended", "torch.ao"):
-        e = _embed(models[name], all_batches)
+        e = embed(models[name], all_batches)
         cos = (e * reference).sum(1)
-        agree = (_neighbours(e)[0] == ref_nn).float().mean().item()
+        agree = (neighbours(e)[0] == ref_nn).float().mean().item()
         clear = margins >= TIE_MARGIN
-        agree_clear = (_neighbours(e)[0] == ref_nn)[clear].float().mean().item()
+        agree_clear = (neighbours(e)[0] == ref_nn)[clear].float().mean().item()
         quality[name] = (f"cos mean {cos.mean():.4f} min {cos.min():.4f}, top-1 NN {agree:.3f} "
                          f"({agree_clear:.3f} without near-ties)")
     ties = int((margins < TIE_MARGIN).sum())

