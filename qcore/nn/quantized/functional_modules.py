@@ -174,10 +174,13 @@ class QFunctional(QuantizedModule):
     TorchScript twin can reproduce them exactly.
     """
 
+    #: op name -> [scale, zero_point, dtype name] of the inputs seen; None when several differed.
+    #: (Annotated here, not in ``__init__``: TorchScript warns about annotated empty containers there.)
+    _scalar_inputs: dict[str, Optional[list]]
+
     def __init__(self, *, output_dtype: DTypeLike = dtypes.uint8) -> None:
         QuantizedModule.__init__(self, output_dtype)
-        # op name -> [scale, zero_point, dtype name] of the inputs seen; None when several differed.
-        self._scalar_inputs: dict[str, Optional[list]] = {}
+        self._scalar_inputs = {}
 
     def _get_name(self) -> str:
         return "QFunctional"
