@@ -830,3 +830,251 @@ def _copy(func: Callable, args: tuple, kwargs: dict) -> QTensor:
     self._qparams = src._qparams.to(_plain(self).device)
     return self
 
+
+
+# --- average pooling: torch's quantized kernels' integer arithmetic, step for step ------------------------------
+#
+# torch's quantized average pooling keeps the input's qparams and averages the integers, rounding as its
+# kernels do. Its NCHW kernels and its channels-last (NHWC) kernels round differently, so each handler
+# follows the kernel torch picks for the input's memory format (docs/numerics.md, "Average pooling").
+
+_F32 = torch.float32
+_AVG_POOL_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+
+
+def _avg_pool_qparams(self: QTensor, op: str) -> _QParams:
+    qp = self._qparams
+    if qp.per_channel:
+        raise QuantizationError(
+            f"{op} on a per-channel QTensor is not supported: torch's quantized average pooling is per tensor. "
+            "Dequantize first (`x.dequantize()`), or quantize the input per tensor."
+        )
+    if qp.qdtype not in (dtypes.uint8, dtypes.int8):
+        raise QuantizationError(f"{op} needs a uint8 or int8 QTensor, got {qp.qdtype.name}; dequantize first (`x.dequantize()`)")
+    return qp
+
+
+def _ntuple(value: Any, n: int, what: str, op: str) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral):
+        return (int(value),) * n
+    values = tuple(int(v) for v in value)
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise QuantizationError(f"{op}: {what} must be an int or {n} ints, got {value!r}")
+    return values
+
+
+def _outer(per_dim: Sequence[Tensor]) -> Tensor:
+    """The product over dimensions of per-dimension 1-d values, as a tensor of the output's spatial shape."""
+    n = len(per_dim)
+    result = torch.ones((1,) * n, dtype=per_dim[0].dtype)
+    for i, values in enumerate(per_dim):
+        shape = [1] * n
+        shape[i] = -1
+        result = result * values.reshape(shape)
+    return result
+
+
+def _requantize(acc: Tensor, divisor: Tensor, zero_point: int, qp: _QParams, rule: str, vector: Optional[Tensor] = None) -> Tensor:
+    """``acc / divisor + zero_point`` rounded (``nearbyint``: ties to even) and clamped as torch's kernels do.
+
+    ``rule="nchw"`` (avg_pool2d_out_frame): ``float(acc) * float(1.0 / divisor) + zero_point``, each step
+    rounded to float32. NHWC kernels, channels their scalar loop handles: the same with the multiplier
+    ``inv = 1 / (1 / (1.0f / divisor))`` in float32 (quantize_val). Channels their vector loop handles
+    (``vector``, True per channel): ``rule="avg"`` (_qavg_pool_nhwc_kernel) rounds ``float(acc) * m`` and
+    adds the zero point after; ``rule="adaptive"`` (_qadaptive_avg_pool_kernel) rounds the fused
+    ``acc * inv + zero_point`` (fbgemm's FMA: exact, one rounding to float32).
+    """
+    lo, hi = qp.qdtype.quant_min, qp.qdtype.quant_max
+    zp = torch.tensor(float(zero_point), dtype=_F32)
+    if rule == "nchw":
+        multiplier = (1.0 / divisor.to(torch.float64)).to(_F32)
+        return torch.round(acc.to(_F32) * multiplier + zp).clamp(lo, hi)
+    one = torch.ones_like(divisor, dtype=_F32)
+    multiplier = torch.div(one, divisor.to(_F32))
+    inverse = torch.div(one, torch.div(one, multiplier))
+    q = torch.round(acc.to(_F32) * inverse + zp)
+    if vector is not None:
+        if rule == "avg":
+            vectorized = torch.round(acc.to(_F32) * multiplier) + zp
+        else:  # acc * inv is exact in float64 (a 24-bit by at most 31-bit product), so this is one rounding
+            vectorized = torch.round((acc.to(torch.float64) * inverse.to(torch.float64) + float(zero_point)).to(_F32))
+        q = torch.where(vector, vectorized, q)
+    return q.clamp(lo, hi)
+
+
+def _vector_channels(rule: str, channels: int, channel_dim: int, ndim: int) -> Optional[Tensor]:
+    """Which channels torch's NHWC kernel quantizes in its vector loop (True), or None when none do.
+
+    The loop takes whole blocks of channels: 16 (avg_pool, AVX-512 builds) or 8 (avg_pool on AVX2;
+    adaptive_avg_pool, measured on both); torch builds without AVX2 have no vector loop.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith(("AVX2", "AVX512")):
+        return None
+    width = 16 if rule == "avg" and capability.startswith("AVX512") else 8
+    if channels < width:
+        return None
+    shape = [1] * ndim
+    shape[channel_dim] = channels
+    return (torch.arange(channels) < channels // width * width).reshape(shape)
+
+
+def _suggested_format(x: Tensor, nhwc: bool) -> torch.memory_format:
+    """The memory format torch's kernels give the output: channels-last only for an unambiguously channels-last input."""
+    if not nhwc or x.is_contiguous():
+        return torch.contiguous_format
+    return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+
+
+def _is_format(t: Tensor, memory_format: torch.memory_format) -> bool:
+    try:
+        return bool(t.is_contiguous(memory_format=memory_format))
+    except RuntimeError:
+        return False
+
+
+def _avg_pool(spatial: int) -> Callable:
+    def handler(func: Callable, args: tuple, kwargs: dict) -> QTensor:
+        """Average pooling on the integers, equal to torch's quantized ``avg_pool{1,2,3}d`` (same qparams out).
+
+        2-d: torch's NCHW kernel for most inputs, its NHWC kernel when the 4-d input is channels-last
+        contiguous (``is_contiguous(memory_format=torch.channels_last)``); 1-d runs as 2-d over
+        ``x.unsqueeze(-2)``, as torch's does; 3-d always uses the NHWC kernel (torch makes the input
+        channels-last first; without a batch dimension, where torch raises, as a batch of one). The two
+        round ties differently (:func:`_requantize`). The output has the memory format torch's kernel gives.
+        """
+        op = _op_name(func)
+        self, rest = _self_and_rest(args)
+        qp = _avg_pool_qparams(self, op)
+        names = _AVG_POOL_ARGS if spatial > 1 else _AVG_POOL_ARGS[:-1]
+        if len(rest) > len(names) or not set(kwargs) <= set(names):
+            raise QuantizationError(f"{op}: unexpected arguments; takes input, {', '.join(names)}")
+        bound = dict(zip(names, rest), **kwargs)
+        if "kernel_size" not in bound:
+            raise QuantizationError(f"{op}: kernel_size is required")
+        n = max(spatial, 2)
+        kernel = _ntuple(bound["kernel_size"], spatial, "kernel_size", op)
+        stride_arg = bound.get("stride")
+        stride = kernel if stride_arg is None or (not isinstance(stride_arg, int) and len(stride_arg) == 0) else (
+            _ntuple(stride_arg, spatial, "stride", op))
+        padding = _ntuple(bound.get("padding", 0), spatial, "padding", op)
+        ceil_mode = bool(bound.get("ceil_mode", False))
+        count_include_pad = bool(bound.get("count_include_pad", True))
+        divisor_override = bound.get("divisor_override")
+        if divisor_override is not None and int(divisor_override) == 0:
+            raise QuantizationError(f"{op}: divisor_override must not be zero")
+        plain = _plain(self)
+        x = plain.unsqueeze(-2) if spatial == 1 else plain
+        if spatial == 1:
+            kernel, stride, padding = (1, *kernel), (1, *stride), (0, *padding)
+        if spatial == 3:  # torch runs x.contiguous(memory_format=torch.channels_last_3d) through its NHWC kernel
+            nhwc, memory_format = True, (torch.channels_last_3d if x.dim() == 5 else torch.contiguous_format)
+        else:
+            nhwc = x.dim() == 4 and _is_format(x, torch.channels_last)
+            memory_format = _suggested_format(x, nhwc)
+        # Window sums of the integers: float64 pooling with divisor 1 adds them exactly (padding adds 0).
+        pool = F.avg_pool3d if n == 3 else F.avg_pool2d
+        sums = pool(x.to(torch.float64), kernel, stride, padding, ceil_mode, True, 1)
+        sizes, padded = [], []
+        for d in range(n):
+            in_len, out_len = x.shape[x.dim() - n + d], sums.shape[sums.dim() - n + d]
+            start = torch.arange(out_len, dtype=torch.int64) * stride[d] - padding[d]
+            end = torch.clamp_max(start + kernel[d], in_len + padding[d])
+            padded.append(end - start)
+            sizes.append(end.clamp_max(in_len) - start.clamp_min(0))
+        size = _outer(sizes)
+        if divisor_override is not None:
+            divisor = torch.full_like(size, int(divisor_override))
+        else:
+            divisor = _outer(padded) if count_include_pad else size
+        zp = qp.zero_point
+        acc = sums.to(torch.int64) - size * zp
+        vector = _vector_channels("avg", x.shape[x.dim() - n - 1], x.dim() - n - 1, x.dim()) if nhwc else None
+        q = _requantize(acc, divisor, zp, qp, "avg" if nhwc else "nchw", vector)
+        q = q.to(plain.dtype).contiguous(memory_format=memory_format)
+        return _wrap(q.squeeze(-2) if spatial == 1 else q, qp)
+
+    return handler
+
+
+def _adaptive_sizes(output_size: Any, in_sizes: Sequence[int], op: str) -> tuple[int, ...]:
+    n = len(in_sizes)
+    if isinstance(output_size, numbers.Integral):
+        return (int(output_size),) * n
+    values = tuple(output_size)
+    if len(values) == 1:
+        values = values * n
+    if len(values) != n:
+        raise QuantizationError(f"{op}: output_size must be an int or {n} values, got {output_size!r}")
+    return tuple(int(size) if v is None else int(v) for v, size in zip(values, in_sizes))
+
+
+def _adaptive_avg_pool(spatial: int) -> Callable:
+    def handler(func: Callable, args: tuple, kwargs: dict) -> QTensor:
+        """Adaptive average pooling on the integers, equal to torch's quantized ``adaptive_avg_pool{1,2,3}d``.
+
+        torch's NCHW kernel (rounds ``sum * (1/kD/kH/kW)`` in float32, zero point untouched) for most
+        inputs; its NHWC kernel (subtracts the zero point, rounds like fbgemm's Quantize) when the input is
+        channels-last contiguous (4-d) or channels-last-3d contiguous (5-d). 1-d runs as 2-d over
+        ``x.unsqueeze(-2)``, as torch's does. Windows start at ``floor(o * in / out)`` and end at
+        ``ceil((o + 1) * in / out)``, computed in float32 as torch does. Not bit-exact in one case:
+        torch's 3-d NHWC kernel resolves some exact ties inconsistently; qcore is within one step there.
+        Where torch's kernels misread the layout (docs/numerics.md) qcore gives the right average.
+        """
+        op = _op_name(func)
+        self, rest = _self_and_rest(args)
+        qp = _avg_pool_qparams(self, op)
+        output_size = _get(rest, kwargs, 0, ("output_size",), None)
+        if output_size is None or len(rest) > 1 or not set(kwargs) <= {"output_size"}:
+            raise QuantizationError(f"{op}: takes input and output_size")
+        plain = _plain(self)
+        x = plain.unsqueeze(-2) if spatial == 1 else plain
+        n = max(spatial, 2)
+        if x.dim() not in (n + 1, n + 2) or any(s == 0 for s in x.shape[1:]):
+            raise QuantizationError(f"{op}: expected a {n + 1}-d or {n + 2}-d input with non-empty dimensions, got shape {tuple(plain.shape)}")
+        in_sizes = tuple(x.shape[-n:])
+        out_sizes = _adaptive_sizes(output_size, in_sizes if spatial > 1 else in_sizes[1:], op)
+        if spatial == 1:
+            out_sizes = (1, *out_sizes)
+        nhwc = x.dim() == n + 2 and _is_format(x, torch.channels_last if n == 2 else torch.channels_last_3d)
+        memory_format = _suggested_format(x, nhwc)
+        sums = x.to(torch.float64)
+        lengths = []
+        for d, (in_len, out_len) in enumerate(zip(in_sizes, out_sizes)):
+            o = torch.arange(out_len, dtype=torch.int64)
+            denominator = torch.full((out_len,), float(out_len), dtype=_F32)
+            start = torch.floor(torch.div((o * in_len).to(_F32), denominator)).to(torch.int64)
+            end = torch.ceil(torch.div(((o + 1) * in_len).to(_F32), denominator)).to(torch.int64)
+            i = torch.arange(in_len, dtype=torch.int64)
+            window = ((i >= start[:, None]) & (i < end[:, None])).to(torch.float64)  # (out, in)
+            dim = x.dim() - n + d
+            sums = torch.matmul(sums.movedim(dim, -1), window.t()).movedim(-1, dim)  # exact: integer sums in float64
+            lengths.append(end - start)
+        if nhwc:
+            size = _outer(lengths)
+            zp = qp.zero_point
+            vector = _vector_channels("adaptive", x.shape[x.dim() - n - 1], x.dim() - n - 1, x.dim())
+            q = _requantize(sums.to(torch.int64) - size * zp, size, zp, qp, "adaptive", vector)
+        else:
+            # adaptive_avg_pool_single_out_frame: r = float(1.0 / kD) / kH / kW in float32 (kD = 1 in 2-d)
+            per_dim = [torch.ones(1, dtype=torch.int64)] * (3 - n) + lengths
+            rates = [(1.0 / per_dim[0].to(torch.float64)).to(_F32)] + [v.to(_F32) for v in per_dim[1:]]
+            shaped = [r.reshape([-1 if j == k else 1 for j in range(3)]) for k, r in enumerate(rates)]
+            rate = torch.div(torch.div(shaped[0], shaped[1]), shaped[2]).reshape([len(v) for v in lengths])
+            q = torch.round(sums.to(_F32) * rate).clamp(qp.qdtype.quant_min, qp.qdtype.quant_max)
+        q = q.to(plain.dtype).contiguous(memory_format=memory_format)
+        return _wrap(q.squeeze(-2) if spatial == 1 else q, qp)
+
+    return handler
+
+
+for _n in (1, 2, 3):
+    _implements(
+        getattr(F, f"avg_pool{_n}d"), getattr(torch, f"avg_pool{_n}d", None), getattr(torch._C._nn, f"avg_pool{_n}d", None),
+    )(_avg_pool(_n))
+    _implements(
+        getattr(F, f"adaptive_avg_pool{_n}d"), getattr(torch, f"adaptive_avg_pool{_n}d", None),
+        getattr(torch._C._nn, f"adaptive_avg_pool{_n}d", None),
+    )(_adaptive_avg_pool(_n))

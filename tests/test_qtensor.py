@@ -349,7 +349,7 @@ def test_per_channel_ops_that_lose_the_channel_axis_raise(op, message):
         (lambda t: torch.add(t, t), "add"),
         (lambda t: F.linear(t.flatten(1), torch.ones(2, 48)), "linear"),
         (lambda t: torch.nn.Conv2d(3, 1, 1)(t), "conv2d"),
-        (lambda t: F.avg_pool2d(t, 2), "avg_pool2d"),
+        (lambda t: F.lp_pool2d(t, 2.0, 2), "lp_pool2d"),
         (lambda t: t.sum(), "sum"),
         (lambda t: t.float(), "float"),
         (lambda t: t.to(torch.float32), "to"),

@@ -44,6 +44,9 @@ QTENSOR_PASSTHROUGH_MODULES: frozenset[type] = frozenset({
     nn.ReLU, nn.Identity, nn.Flatten, nn.Unflatten,
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    # average pooling keeps the input's qparams and rounds as torch's quantized kernels do (qcore/qtensor.py)
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
 })
 
 #: Modules whose output range is fixed, so their output qparams are too (torch.ao's

@@ -36,6 +36,7 @@ __all__ = [
     "output_qparams",
     "quantize_weight",
     "plain",
+    "torch_avg_pool_agrees",
 ]
 
 _QDTYPE = {torch.quint8: dtypes.uint8, torch.qint8: dtypes.int8}
@@ -217,7 +218,40 @@ def _reshape(self: KernelQTensor, func: Callable, rest: tuple, kwargs: dict) -> 
     return from_torch(func(self._torch, *rest, **kwargs), self._qparams)
 
 
-_FAST: dict[Callable, Callable] = {}
+# Average pooling: torch's quantized kernels, where qcore's QTensor gives the same integers (docs/numerics.md).
+# Elsewhere (QNNPACK's kernels, torch's layout mix-ups on ambiguous channels-last inputs, the 3-d adaptive
+# kernel on channels-last input, avg_pool3d without a batch dimension) the QTensor's own handler runs.
+_AVG_POOLS: dict[Callable, tuple[bool, int]] = {}  # op -> (adaptive, spatial dimensions)
+for _n in (1, 2, 3):
+    for _adaptive, _name in ((False, f"avg_pool{_n}d"), (True, f"adaptive_avg_pool{_n}d")):
+        for _owner in (F, torch, torch._C._nn):
+            _op = getattr(_owner, _name, None)
+            if _op is not None:
+                _AVG_POOLS[_op] = (_adaptive, _n)
+
+
+def torch_avg_pool_agrees(adaptive: bool, spatial: int, tq: Tensor) -> bool:
+    """Whether torch's quantized (adaptive) average pooling of ``tq`` gives the integers QTensor's handler does."""
+    if torch.backends.quantized.engine == "qnnpack":
+        return False
+    x = tq.unsqueeze(-2) if spatial == 1 else tq  # 1-d runs as 2-d over x.unsqueeze(-2)
+    if spatial < 3:  # torch's NHWC kernels misplace the output of an input contiguous both ways, (N, C, 1, 1)
+        return not (x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
+    if not adaptive:
+        return x.dim() == 5  # torch's avg_pool3d needs the batch dimension
+    if x.dim() == 5:
+        return not x.is_contiguous(memory_format=torch.channels_last_3d)  # qcore is within one step there
+    return not x.is_contiguous(memory_format=torch.channels_last)  # torch takes it for a 2-d batch
+
+
+def _avg_pool_handler(self: KernelQTensor, func: Callable, rest: tuple, kwargs: dict) -> Any:
+    tq = self._torch
+    if not torch_avg_pool_agrees(*_AVG_POOLS[func], tq):
+        return NotImplemented
+    return from_torch(func(tq, *rest, **kwargs), self._qparams)
+
+
+_FAST: dict[Callable, Callable] = dict.fromkeys(_AVG_POOLS, _avg_pool_handler)
 for _f in (F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d):
     _FAST[_f] = _max_pool_handler
 for _f in (F.relu, torch.relu, torch.Tensor.relu):

@@ -1,4 +1,4 @@
-"""Max pooling and flatten modules that call torch's quantized op directly on a kernel's output.
+"""Pooling and flatten modules that call torch's quantized op directly on a kernel's output.
 
 These float modules already compute exactly on a QTensor (its
 ``__torch_function__`` runs them), so convert keeps them; on fbgemm it lowers
@@ -13,11 +13,17 @@ import copy
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch
+from qcore.nn.quantized.scripting import PassThroughTwin
 
-__all__ = ["MaxPool1d", "MaxPool2d", "MaxPool3d", "Flatten", "PASSTHROUGH_LOWERINGS"]
+from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch, torch_avg_pool_agrees
+
+__all__ = [
+    "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "Flatten", "PASSTHROUGH_LOWERINGS",
+]
 
 
 def _kernel_input(x: Any) -> Optional[torch.Tensor]:
@@ -50,8 +56,13 @@ class _Passthrough:
         return ref
 
     def __prepare_scriptable__(self) -> nn.Module:
-        """TorchScript runs the float module: scripted quantized models pass dequantized values between twins."""
-        return self.to_reference()
+        """TorchScript runs the float module: scripted quantized models pass dequantized values between twins.
+
+        The twin keeps this module as its source (eager calls still run here). It must: torch.jit.script
+        remembers prepared modules by ``id()``, so a replaced module that is freed during scripting could
+        lend its id to a module made later and have that one replaced by the wrong twin.
+        """
+        return PassThroughTwin(self.to_reference(), source=self)
 
 
 class _MaxPool(_Passthrough):
@@ -88,6 +99,73 @@ class MaxPool3d(_MaxPool, nn.MaxPool3d):
     _TORCH_POOL = staticmethod(torch.max_pool3d)
 
 
+class _AvgPool(_Passthrough):
+    """Average pooling: torch's quantized kernel where it gives the QTensor handler's integers, else the float forward."""
+
+    _SPATIAL: int
+    _ADAPTIVE = False
+
+    def forward(self, x: Any) -> Any:
+        tq = _kernel_input(x)
+        if tq is None or not torch_avg_pool_agrees(self._ADAPTIVE, self._SPATIAL, tq):
+            return super().forward(x)  # type: ignore[misc]
+        return from_torch(self._pool(tq), x._qparams)
+
+    def _pool(self, tq: torch.Tensor) -> torch.Tensor:
+        if self._SPATIAL == 1:
+            return torch.avg_pool1d(tq, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+        pool = F.avg_pool2d if self._SPATIAL == 2 else F.avg_pool3d
+        return pool(tq, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                    self.divisor_override)
+
+
+class AvgPool1d(_AvgPool, nn.AvgPool1d):
+    """nn.AvgPool1d running torch's quantized ``avg_pool1d`` on a kernel's quantized output."""
+
+    _SPATIAL = 1
+
+
+class AvgPool2d(_AvgPool, nn.AvgPool2d):
+    """nn.AvgPool2d running torch's quantized ``avg_pool2d`` on a kernel's quantized output."""
+
+    _SPATIAL = 2
+
+
+class AvgPool3d(_AvgPool, nn.AvgPool3d):
+    """nn.AvgPool3d running torch's quantized ``avg_pool3d`` on a kernel's quantized output."""
+
+    _SPATIAL = 3
+
+
+class _AdaptiveAvgPool(_AvgPool):
+    _ADAPTIVE = True
+    _TORCH_POOL: Any
+
+    def _pool(self, tq: torch.Tensor) -> torch.Tensor:
+        return type(self)._TORCH_POOL(tq, self.output_size)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPool, nn.AdaptiveAvgPool1d):
+    """nn.AdaptiveAvgPool1d running torch's quantized ``adaptive_avg_pool1d`` on a kernel's quantized output."""
+
+    _SPATIAL = 1
+    _TORCH_POOL = staticmethod(F.adaptive_avg_pool1d)
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPool, nn.AdaptiveAvgPool2d):
+    """nn.AdaptiveAvgPool2d running torch's quantized ``adaptive_avg_pool2d`` on a kernel's quantized output."""
+
+    _SPATIAL = 2
+    _TORCH_POOL = staticmethod(F.adaptive_avg_pool2d)
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPool, nn.AdaptiveAvgPool3d):
+    """nn.AdaptiveAvgPool3d running torch's quantized ``adaptive_avg_pool3d`` on a kernel's quantized output."""
+
+    _SPATIAL = 3
+    _TORCH_POOL = staticmethod(F.adaptive_avg_pool3d)
+
+
 class Flatten(_Passthrough, nn.Flatten):
     """nn.Flatten reshaping a kernel's quantized output directly."""
 
@@ -103,5 +181,11 @@ PASSTHROUGH_LOWERINGS = {
     nn.MaxPool1d: MaxPool1d.from_reference,
     nn.MaxPool2d: MaxPool2d.from_reference,
     nn.MaxPool3d: MaxPool3d.from_reference,
+    nn.AvgPool1d: AvgPool1d.from_reference,
+    nn.AvgPool2d: AvgPool2d.from_reference,
+    nn.AvgPool3d: AvgPool3d.from_reference,
+    nn.AdaptiveAvgPool1d: AdaptiveAvgPool1d.from_reference,
+    nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d.from_reference,
+    nn.AdaptiveAvgPool3d: AdaptiveAvgPool3d.from_reference,
     nn.Flatten: Flatten.from_reference,
 }
