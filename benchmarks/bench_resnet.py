@@ -70,18 +70,14 @@ class ResNet18(nn.Module):
             blocks += [BasicBlock(cin, cout, stride, functional), BasicBlock(cout, cout, 1, functional)]
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        # qcore's eager mode has no quantized average pooling (torch.ao pools quantized tensors directly), so
-        # both models pool in float between a dequant and a quant stub: the same model for both.
-        self.dequant_pool = dequant_stub()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.quant_fc = quant_stub()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # pools the quantized tensor in both frameworks
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(512, num_classes)
         self.dequant = dequant_stub()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.quant(x)))))
-        x = self.quant_fc(self.avgpool(self.dequant_pool(self.blocks(x))))
+        x = self.avgpool(self.blocks(x))
         return self.dequant(self.fc(self.flatten(x)))
 
     def fuse_groups(self) -> list[list[str]]:
@@ -118,7 +114,6 @@ def _quantize(model: ResNet18, api: _API, qconfig: object, calibration: list[tor
     eager = api.eager
     fused = eager.fuse_modules(copy.deepcopy(model).eval(), model.fuse_groups())  # type: ignore[attr-defined]
     fused.qconfig = qconfig
-    fused.avgpool.qconfig = None  # pooled in float (see ResNet18)
     prepared = eager.prepare(fused)  # type: ignore[attr-defined]
     with torch.inference_mode():
         for images in calibration:
@@ -165,8 +160,8 @@ def build(ctx: Context) -> Workload:
     cos_t, top_t = _agreement(outputs["torch.ao"], outputs["fp32"])
     accuracy = (f"centred logit cosine to fp32: qcore {cos_q:.3f}, torch.ao {cos_t:.3f}; top-1 = fp32's: "
                 f"qcore {top_q:.0f}%, torch.ao {top_t:.0f}% (8 random images)")
-    ctx.note(f"{NAME}: fp32 baseline with BatchNorm folded into the convolutions; average pooling in float in all "
-             "three (qcore's eager mode has no quantized average pooling)")
+    ctx.note(f"{NAME}: fp32 baseline with BatchNorm folded into the convolutions; qcore and torch.ao pool the "
+             "quantized tensor")
     inputs = {batch: torch.randn(batch, 3, SIZE, SIZE, generator=g) for batch in BATCHES}
     return Workload(NAME, models, sizes, {"qcore": accuracy}, lambda batch: (inputs[batch],), BATCHES)
 
