@@ -1,11 +1,13 @@
 """QTensor: a quantized tensor that is an integer tensor plus its qparams, without torch's quantized dtypes.
 
 A QTensor *is* its integer storage (a ``torch.Tensor`` subclass over uint8,
-int8 or int32 data; 4-bit values unpacked one per byte) and carries its
-qparams as attributes. It offers torch's quantized-tensor methods
-(``dequantize``, ``int_repr``, ``q_scale``, ...) and lets through only the
-operations that are exact on quantized values (shape changes, max pooling,
-relu, concatenation with equal qparams). Any other torch operation raises a
+int8 or int32 data; 4-bit values unpacked one per byte; a subclass may keep
+its integers elsewhere, see :func:`_plain`) and carries its qparams as
+attributes. It offers torch's quantized-tensor methods (``dequantize``,
+``int_repr``, ``q_scale``, ...) and lets through only the operations that are
+exact on quantized values (shape changes, max pooling, relu, concatenation
+with equal qparams) and average pooling, which keeps the input's qparams and
+rounds as torch's quantized kernels do. Any other torch operation raises a
 QuantizationError telling the user to dequantize first, which is the error
 a float module meeting a quantized input should give.
 
