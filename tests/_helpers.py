@@ -12,6 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+#: Whether this torch still has the quantized kernels (built with fbgemm) the differential tests use as oracle.
+HAVE_TORCH_Q = (
+    hasattr(torch, "quantize_per_tensor")
+    and hasattr(torch, "quint8")
+    and "fbgemm" in getattr(torch.backends.quantized, "supported_engines", ())
+)
+needs_torch_q = pytest.mark.skipif(not HAVE_TORCH_Q, reason="needs torch's quantized kernels built with fbgemm (the oracle)")
+
+
 def oracle(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` with warnings silenced (torch.ao's deprecation warnings, in tests only)."""
     with warnings.catch_warnings():

@@ -19,14 +19,10 @@ from qcore.dtypes import QScheme
 from qcore.errors import QuantizationError
 from qcore.qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor, quantize_per_tensor_dynamic
 
+from _helpers import needs_torch_q
+
 torch.set_num_threads(1)
 
-HAVE_TORCH_Q = (
-    hasattr(torch, "quantize_per_tensor")
-    and hasattr(torch, "quint8")
-    and "fbgemm" in getattr(torch.backends.quantized, "supported_engines", ())
-)
-needs_torch_q = pytest.mark.skipif(not HAVE_TORCH_Q, reason="needs torch's quantized kernels built with fbgemm (the oracle)")
 # torch's deprecated quantized dtypes, where torch still has them (qcore takes the names too).
 QUINT8, QINT8, QINT32, QUINT4X2 = (getattr(torch, name, name) for name in ("quint8", "qint8", "qint32", "quint4x2"))
 SETTINGS = dict(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

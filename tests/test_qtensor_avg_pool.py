@@ -24,14 +24,10 @@ from qcore.flow.eager import UnquantizedModuleWarning, convert, prepare
 from qcore.qtensor import QTensor, quantize_per_channel, quantize_per_tensor
 from qcore.stubs import DeQuantStub, QuantStub
 
+from _helpers import HAVE_TORCH_Q, needs_torch_q
+
 torch.set_num_threads(1)
 
-HAVE_TORCH_Q = (
-    hasattr(torch, "quantize_per_tensor")
-    and hasattr(torch, "quint8")
-    and "fbgemm" in getattr(torch.backends.quantized, "supported_engines", ())
-)
-needs_torch_q = pytest.mark.skipif(not HAVE_TORCH_Q, reason="needs torch's quantized kernels built with fbgemm (the oracle)")
 SETTINGS = dict(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TORCH_QDTYPE = {"uint8": "quint8", "int8": "qint8"}
 

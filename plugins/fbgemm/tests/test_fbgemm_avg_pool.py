@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import qcore
-from qcore.flow.eager import convert, prepare
 from qcore.qtensor import QTensor
 from qcore.stubs import DeQuantStub, QuantStub
+
+import _models
 
 from qcore_fbgemm.static import STATIC_LOWERINGS, passthrough
 from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch, quiet
@@ -104,14 +105,7 @@ class PoolNet(nn.Module):
 
 
 def converted(backend: str) -> nn.Module:
-    torch.manual_seed(0)
-    model = PoolNet().eval()
-    model.qconfig = qcore.get_default_qconfig("fbgemm")
-    prepared = prepare(model)
-    with torch.no_grad():
-        prepared(torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)))
-    with qcore.backend(backend):
-        return convert(prepared)
+    return _models.converted(PoolNet, (8, 3, 8, 8), backend)
 
 
 def test_convert_lowers_average_pooling_with_the_same_results():

@@ -9,6 +9,8 @@ import qcore
 from qcore.flow.eager import convert, prepare
 from qcore.stubs import DeQuantStub, QuantStub
 
+import _models
+
 from qcore_fbgemm.static import STATIC_LOWERINGS, passthrough
 from qcore_fbgemm.static.ops import ONEDNN_SHAPES_PER_MODULE
 from qcore_fbgemm.torch_quantized import KernelQTensor
@@ -88,14 +90,7 @@ class PoolNet(nn.Module):
 
 
 def converted(backend: str) -> nn.Module:
-    torch.manual_seed(0)
-    model = PoolNet().eval()
-    model.qconfig = qcore.get_default_qconfig("fbgemm")
-    prepared = prepare(model)
-    with torch.no_grad():
-        prepared(torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
-    with qcore.backend(backend):
-        return convert(prepared)
+    return _models.converted(PoolNet, (8, 1, 8, 8), backend)
 
 
 def test_convert_lowers_pooling_and_flatten_in_the_quantized_region_with_the_same_results():
