@@ -833,7 +833,6 @@ def _copy(func: Callable, args: tuple, kwargs: dict) -> QTensor:
     return self
 
 
-
 # --- average pooling: torch's quantized kernels' integer arithmetic, step for step ------------------------------
 #
 # torch's quantized average pooling keeps the input's qparams and averages the integers, rounding as its
