@@ -1,7 +1,8 @@
 """Pooling and flatten modules that call torch's quantized op directly on a kernel's output.
 
-These float modules already compute exactly on a QTensor (its
-``__torch_function__`` runs them), so convert keeps them; on fbgemm it lowers
+These float modules already run on a QTensor (its ``__torch_function__``
+computes them: exactly, or for average pooling with torch's rounding), so
+convert keeps them; on fbgemm it lowers
 them to these subclasses, which skip that dispatch (about 5 us a call, as
 much as the kernel at small batches) when the input is a tensor a kernel
 produced. Any other input runs the float module's own forward.
