@@ -11,7 +11,6 @@ The A/A ratio (fp32 copy / fp32) shows how large that noise still is.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import math
@@ -22,6 +21,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+
+from qcore.demo.measure import num_threads as threads  # run torch on n intra-op threads inside the block
 
 __all__ = [
     "Settings", "Timing", "Row", "Workload", "threads", "serialized_bytes", "size_ratios", "time_contenders", "spread",
@@ -42,17 +43,6 @@ class Settings:
     @classmethod
     def for_quick(cls) -> "Settings":
         return cls(rounds=5, block_s=0.015, warmup=1, quick=True)
-
-
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run torch on ``n`` intra-op threads inside the block."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def serialized_bytes(model: nn.Module) -> int:

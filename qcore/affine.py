@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ __all__ = [
     "fake_quantize_affine_cachemask",
     "quantize_float16",
     "FakeQuantizeAffineFunction",
+    "choose_dynamic_qparams",
 ]
 
 ScaleLike = Union[float, Tensor]
@@ -413,3 +414,49 @@ def fake_quantize_affine(
     see docs/numerics.md for NaN and overflow.
     """
     return FakeQuantizeAffineFunction.apply(x, scale, zero_point, quant_min, quant_max, axis)
+
+
+# --- dynamic quantization's qparams (TorchScript-compatible: the dynamic modules' twins call it) ----------
+
+
+def _to_f32(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float64).to(torch.float32))
+
+
+def choose_dynamic_qparams(x_min: float, x_max: float, quant_min: int, quant_max: int, reduce_range: bool) -> Tuple[float, int]:
+    """(scale, zero_point) for the range ``[x_min, x_max]``: torch's ChooseQuantizationParams, step for step.
+
+    ``reduce_range`` halves the integer range (fbgemm's int16-overflow guard).
+    The scale is float64 here and rounds to float32 when used.
+    """
+    small_scale = 6.0999998822808266e-05  # fbgemm's SMALL_SCALE_THRESHOLD (6.1e-5f) as float32
+    qmin, qmax = quant_min, quant_max
+    if reduce_range:
+        qmin, qmax = int(qmin / 2), int(qmax / 2)  # C++ integer division truncates toward zero
+    x_min, x_max = min(x_min, 0.0), max(x_max, 0.0)
+    scale = (x_max - x_min) / float(qmax - qmin)
+    if _to_f32(scale) == 0.0 or math.isinf(_to_f32(1.0 / _to_f32(scale))):
+        scale = 0.1
+    if scale < small_scale:
+        org_scale = _to_f32(scale)
+        scale = small_scale
+        if x_min == 0.0:
+            x_max = _to_f32(small_scale * float(qmax - qmin))
+        elif x_max == 0.0:
+            x_min = _to_f32(-small_scale * float(qmax - qmin))
+        else:
+            amplifier = _to_f32(small_scale / org_scale)
+            x_min = _to_f32(x_min * amplifier)
+            x_max = _to_f32(x_max * amplifier)
+    from_min = float(qmin) - x_min / scale
+    from_max = float(qmax) - x_max / scale
+    from_min_error = abs(float(qmin)) - abs(x_min / scale)
+    from_max_error = abs(float(qmax)) - abs(x_max / scale)
+    initial = from_min if from_min_error < from_max_error else from_max
+    if initial < qmin:
+        zero_point = qmin
+    elif initial > qmax:
+        zero_point = qmax
+    else:
+        zero_point = int(torch.round(torch.tensor(initial, dtype=torch.float64)))  # nearbyint: ties to even
+    return scale, zero_point

@@ -364,51 +364,6 @@ def quantize_per_channel(input: Tensor, scales: Any, zero_points: Any, axis: int
     return _wrap(q, qp)
 
 
-# fbgemm's floor on dynamic scales (quant_utils.h SMALL_SCALE_THRESHOLD), as a float32 value.
-_SMALL_SCALE = float(torch.tensor(6.1e-5, dtype=torch.float32))
-
-
-def _f32(value: float) -> float:
-    return float(torch.tensor(value, dtype=torch.float64).to(torch.float32))
-
-
-def _choose_dynamic_qparams(x_min: float, x_max: float, qmin: int, qmax: int, reduce_range: bool) -> tuple[float, int]:
-    """torch's ChooseQuantizationParams (used by quantize_per_tensor_dynamic), step for step.
-
-    It differs from the observers' formula: float64 scale, a 6.1e-5 floor on
-    the scale, and the zero point taken from whichever end has the smaller error.
-    """
-    if reduce_range:
-        qmin, qmax = int(qmin / 2), int(qmax / 2)  # C++ integer division truncates toward zero
-    x_min, x_max = min(x_min, 0.0), max(x_max, 0.0)
-    scale = (x_max - x_min) / (qmax - qmin)
-    if _f32(scale) == 0.0 or math.isinf(_f32(1.0 / _f32(scale))):
-        scale = 0.1
-    if scale < _SMALL_SCALE:
-        org_scale = _f32(scale)
-        scale = _SMALL_SCALE
-        if x_min == 0.0:
-            x_max = _f32(_SMALL_SCALE * (qmax - qmin))
-        elif x_max == 0.0:
-            x_min = _f32(-_SMALL_SCALE * (qmax - qmin))
-        else:
-            amplifier = _f32(_SMALL_SCALE / org_scale)
-            x_min = _f32(x_min * amplifier)
-            x_max = _f32(x_max * amplifier)
-    from_min = qmin - x_min / scale
-    from_max = qmax - x_max / scale
-    from_min_error = abs(qmin) - abs(x_min / scale)
-    from_max_error = abs(qmax) - abs(x_max / scale)
-    initial = from_min if from_min_error < from_max_error else from_max
-    if initial < qmin:
-        zero_point = qmin
-    elif initial > qmax:
-        zero_point = qmax
-    else:
-        zero_point = int(round(initial))  # nearbyint: ties to even, as Python's round
-    return scale, zero_point
-
-
 def quantize_per_tensor_dynamic(input: Tensor, dtype: DTypeLike, reduce_range: bool) -> Union[QTensor, Tensor]:
     """torch.quantize_per_tensor_dynamic: qparams from the tensor's own min/max (including 0), then quantize.
 
@@ -433,7 +388,7 @@ def quantize_per_tensor_dynamic(input: Tensor, dtype: DTypeLike, reduce_range: b
     x_min, x_max = float(x.min()), float(x.max())
     if not (math.isfinite(x_min) and math.isfinite(x_max)):
         raise QuantizationError(f"{fn}: the input has infinite values, so no scale can cover its range; clamp it first")
-    scale, zero_point = _choose_dynamic_qparams(x_min, x_max, d.quant_min, d.quant_max, bool(reduce_range))
+    scale, zero_point = affine.choose_dynamic_qparams(x_min, x_max, d.quant_min, d.quant_max, bool(reduce_range))
     return quantize_per_tensor(input, scale, zero_point, d)
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcore.affine import choose_dynamic_qparams
 from qcore.errors import QuantizationError
 
 __all__ = [
@@ -35,10 +36,6 @@ __all__ = [
 #: Floor of a per-token scale (float32 eps, torch.ao's observer default): an all-zero token gets scale eps, zero point 0.
 PER_TOKEN_EPS = 1.1920928955078125e-07
 
-def _f32(value: float) -> float:
-    return float(torch.tensor(value, dtype=torch.float64).to(torch.float32))
-
-
 def fma_f32(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     """``a * b + c`` rounded once to float32, as ``qcore.affine`` (and torch's vectorised quantize) computes it.
 
@@ -55,45 +52,6 @@ def fma_f32(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     inexact_even = (err != 0) & ~odd & torch.isfinite(s)
     toward = torch.where(err > 0, torch.full_like(s, float("inf")), torch.full_like(s, float("-inf")))
     return torch.where(inexact_even, torch.nextafter(s, toward), s).to(torch.float32)
-
-
-def choose_dynamic_qparams(x_min: float, x_max: float, quant_min: int, quant_max: int, reduce_range: bool) -> Tuple[float, int]:
-    """(scale, zero_point) for the range ``[x_min, x_max]``: torch's ChooseQuantizationParams, step for step.
-
-    ``reduce_range`` halves the integer range (fbgemm's int16-overflow guard).
-    The scale is float64 here and rounds to float32 when used.
-    """
-    small_scale = 6.0999998822808266e-05  # fbgemm's SMALL_SCALE_THRESHOLD (6.1e-5f) as float32
-    qmin, qmax = quant_min, quant_max
-    if reduce_range:
-        qmin, qmax = int(qmin / 2), int(qmax / 2)  # C++ integer division truncates toward zero
-    x_min, x_max = min(x_min, 0.0), max(x_max, 0.0)
-    scale = (x_max - x_min) / float(qmax - qmin)
-    if _f32(scale) == 0.0 or math.isinf(_f32(1.0 / _f32(scale))):
-        scale = 0.1
-    if scale < small_scale:
-        org_scale = _f32(scale)
-        scale = small_scale
-        if x_min == 0.0:
-            x_max = _f32(small_scale * float(qmax - qmin))
-        elif x_max == 0.0:
-            x_min = _f32(-small_scale * float(qmax - qmin))
-        else:
-            amplifier = _f32(small_scale / org_scale)
-            x_min = _f32(x_min * amplifier)
-            x_max = _f32(x_max * amplifier)
-    from_min = float(qmin) - x_min / scale
-    from_max = float(qmax) - x_max / scale
-    from_min_error = abs(float(qmin)) - abs(x_min / scale)
-    from_max_error = abs(float(qmax)) - abs(x_max / scale)
-    initial = from_min if from_min_error < from_max_error else from_max
-    if initial < qmin:
-        zero_point = qmin
-    elif initial > qmax:
-        zero_point = qmax
-    else:
-        zero_point = int(torch.round(torch.tensor(initial, dtype=torch.float64)))  # nearbyint: ties to even
-    return scale, zero_point
 
 
 def fake_quantize_dynamic(x: Tensor, quant_min: int, quant_max: int, reduce_range: bool) -> Tensor:
