@@ -122,7 +122,7 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
         self._prepare()
 
     def _prepare(self) -> None:
-        """Pack the weight for the path the settings choose: fbgemm's per-tensor kernel or ``_int_mm`` per token."""
+        """Pack the weight for the path the settings choose: fbgemm's per-tensor kernel, or the per-token kernels."""
         self._per_token = bool(getattr(self, "per_token", False))
         if self._per_token:
             w_kn, colsum, w_scale, self._packed = per_token.prepare_weight(self._qweight, self.weight_scale)
@@ -134,7 +134,8 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
             w_kn, colsum, w_scale = torch.zeros(0, 0, dtype=torch.int8), torch.zeros(0, dtype=torch.int32), torch.zeros(0)
             self._kernel_exact = False
             self._int_mm_min_rows = 0
-        for name, value in (("_w_kn", w_kn), ("_w_colsum", colsum), ("_w_scale32", w_scale)):
+        buffers = (("_w_kn", w_kn), ("_w_colsum", colsum), ("_w_colsum32", colsum.to(torch.float32)), ("_w_scale32", w_scale))
+        for name, value in buffers:
             if name in self._buffers:
                 setattr(self, name, value)
             else:
@@ -178,7 +179,7 @@ class FbgemmDynamicLinear(KernelModule, reference.Linear):
         if self._per_token:
             if self._kernel_exact:
                 y = per_token.linear_per_token(x, self._w_kn, self._w_colsum, self._w_scale32, self._bias, self._packed,
-                                               self._int_mm_min_rows)
+                                               self._int_mm_min_rows, self._w_colsum32)
             else:  # weights no int8 kernel multiplies exactly here: the reference's numbers, computed its way
                 y = linear_dynamic_per_token(x, self._qweight, self._w_scale32, self._bias)
             return torch.relu_(y) if self._relu else y

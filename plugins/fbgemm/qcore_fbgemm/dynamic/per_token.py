@@ -86,11 +86,12 @@ def prepare_weight(w_int8: Tensor, w_scale: Tensor) -> Tuple[Tensor, Tensor, Ten
 
 def linear_per_token(x: Tensor, w_kn: Tensor, colsum: Tensor, w_scale: Tensor, bias: Optional[Tensor],
                      packed: Optional[torch.classes.quantized.LinearPackedParamsBase] = None,
-                     int_mm_min_rows: int = 0) -> Tensor:
+                     int_mm_min_rows: int = 0, colsum_f32: Optional[Tensor] = None) -> Tensor:
     """The per-token dynamic linear of ``x`` (``[..., in]``, any float dtype); result in ``x``'s dtype.
 
     Runs fbgemm on ``packed`` for inputs of fewer than ``int_mm_min_rows``
     rows, ``torch._int_mm`` otherwise (``packed=None``: always ``_int_mm``).
+    ``colsum_f32``: ``colsum`` as float32, prepared once (else made per call).
     Temporaries: one float32 for the codes (and an int8 copy for ``_int_mm``)
     and the sums, which become the result in place.
     """
@@ -106,7 +107,9 @@ def linear_per_token(x: Tensor, w_kn: Tensor, colsum: Tensor, w_scale: Tensor, b
     if packed is not None and rows.size(0) < int_mm_min_rows:
         # fbgemm reads the float codes on the grid (scale 1, zero point 128): q exactly, then sum (q - 128) w
         acc = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(codes, 1.0, 128, packed)
-        acc.addr_(shifted.view(-1), colsum.to(torch.float32), alpha=-1)  # exact products, one rounding
+        if colsum_f32 is None:
+            colsum_f32 = colsum.to(torch.float32)
+        acc.addr_(shifted.view(-1), colsum_f32, alpha=-1)  # exact products, one rounding
     else:
         # Into default strides: _int_mm misreads some views with a size-1 dimension (their strides look contiguous).
         q = torch.empty(rows.shape, dtype=torch.int8, device=rows.device).copy_(codes)
