@@ -112,10 +112,16 @@ def test_rows_name_the_entry_the_pattern_and_the_observers():
     head = explanation.row("head")
     assert head.decision == "float" and head.qconfig_entry == "module_name('head')"
     assert "qconfig is None" in head.reason and not head.warned
-    add = explanation.row("block.conv")  # found by module name; the add + relu in the block are one pattern
-    assert add.node == "block_conv" and add.decision == "static"
-    (relu,) = [r for r in explanation.rows if r.group and r.node == r.group[-1] and "add" in r.target]
-    assert relu.pattern == "(operator.add, ReLU)" and "output:" in relu.observers[0]
+    conv = explanation.row("block.conv")  # found by module name
+    assert conv.node == "block_conv" and conv.decision == "static"
+    if "onednn" in torch.backends.quantized.supported_engines:  # fbgemm runs conv + add + relu as one kernel
+        assert conv.target == "ConvAddReLU2d" and conv.pattern == "(Conv2d, operator.add, ReLU)"
+        for fused in ("add", "relu"):
+            row = explanation.row(fused)
+            assert (row.decision, row.fused_into, row.pattern) == ("fused", "block_conv", conv.pattern)
+    else:  # the add + relu in the block are one pattern
+        (relu,) = [r for r in explanation.rows if r.group and r.node == r.group[-1] and "add" in r.target]
+        assert relu.pattern == "(operator.add, ReLU)" and "output:" in relu.observers[0]
     sigmoid = explanation.row("sigmoid")
     assert sigmoid.pattern == "torch.sigmoid" and "FixedQParamsObserver" in sigmoid.observers[0]
     assert explanation.row("max_pool2d").observers == ("output: shares its input's qparams",)
@@ -167,8 +173,12 @@ def test_why_a_layer_is_not_quantized():
     assert "is quantized static (module)" in explanation.why("conv1")
     assert "fused into 'conv1'" in explanation.why("bn1") and "(Conv2d, BatchNorm2d, ReLU)" in explanation.why("bn1")
     block = explanation.why("block")  # traced through: every node it holds
-    assert block.startswith("'block' was traced through, so its 3 node(s)") and "'block.conv' (Conv2d)" in block
-    assert "'relu' (operator.add + F.relu) is quantized static (binary)" in block
+    assert block.startswith("'block' was traced through, so its 3 node(s)")
+    if "onednn" in torch.backends.quantized.supported_engines:  # fbgemm runs conv + add + relu as one kernel
+        assert "'block.conv' (ConvAddReLU2d) is quantized static (module)" in block
+        assert "'relu' (F.relu) is fused into 'block.conv' (ConvAddReLU2d)" in block
+    else:
+        assert "'block.conv' (Conv2d)" in block and "'relu' (operator.add + F.relu) is quantized static (binary)" in block
     with pytest.raises(ConfigError, match=r"no node or module 'fc3'.*did you mean 'fc1', 'fc2'\?"):
         explanation.why("fc3")
 

@@ -10,6 +10,7 @@ import copy
 import io
 import warnings
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import fx, nn
 
 import qcore
 import qcore.fx as qfx
+import qcore.nn.intrinsic as nni
 import qcore.nn.quantized as nnq
 import qcore.registry as R
 from qcore import QConfigMapping
@@ -99,8 +101,12 @@ def test_placement_and_outputs_match_torch_ao(backend):
         pytest.skip(f"{backend} is not registered here")
     model = residual_model()
     data = batches((8, 1, 8, 8))
+    # torch.ao's x86 graph: conv then a quantized add (qcore's fbgemm would fuse them: tests/test_fx_conv_add.py)
+    description = qcore.get_backend_description(backend)
+    native = attrs.evolve(description, patterns=[p for p in description.patterns
+                                                 if p.pattern not in (nni.ConvAdd2d, nni.ConvAddReLU2d)])
     with qcore.backend(backend):
-        prepared = calibrated(model, {"": qcore.default_qconfig}, data)
+        prepared = calibrated(model, {"": qcore.default_qconfig}, data, backend_config=native)
         quantized = qfx.convert_fx(prepared)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -166,10 +172,14 @@ def test_fx_equals_eager_for_the_same_model_and_qconfig():
             self.quant = qcore.QuantStub()
             self.dequant = qcore.DeQuantStub()
             self.ff = nnq.FloatFunctional()
+            self.fused_add = False
 
         def forward(self, x):
             y = self.relu(self.conv(self.quant(x)))
-            y = self.ff.add(y, self.conv2(y))
+            if self.fused_add:
+                y = self.conv2(y, y)  # the backend's fused conv + add, as FX fuses it
+            else:
+                y = self.ff.add(y, self.conv2(y))
             y = self.pool(y).flatten(1)
             return self.dequant(self.sigmoid(self.fc(y)))
 
@@ -182,6 +192,9 @@ def test_fx_equals_eager_for_the_same_model_and_qconfig():
         with qcore.backend(backend):
             qconfig = qcore.get_default_qconfig()
             eager = qcore.fuse_modules(copy.deepcopy(eager_model), [["conv", "relu"]])
+            if qcore.get_backend_description().supports(nni.ConvAdd2d) is not None:
+                eager.conv2 = nni.ConvAdd2d(eager.conv2, torch.add).eval()  # eager mode has no graph: fuse it by hand
+                eager.fused_add = True
             eager.qconfig = qconfig
             eager = qcore.prepare(eager)
             for batch in data:

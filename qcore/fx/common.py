@@ -17,6 +17,10 @@ __all__ = [
 _PRESERVED = "_user_preserved_attributes"  # torch.fx's GraphModule.meta key; deepcopy restores these
 
 
+
+#: ``node.meta`` key of a fused node: the names of the nodes fused into it (read by ``explain``).
+FUSED_NODES = "qcore_fused_nodes"
+
 def resolve_backend(backend_config: Any, api: str) -> BackendDescription:
     """The BackendDescription to follow: the one given, the backend named, or the active backend when None."""
     from qcore.backend_selection import get_backend_description

@@ -22,7 +22,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qcore.errors import ConfigError
 from qcore.fx import ops
-from qcore.fx.common import resolve_backend
+from qcore.fx.common import FUSED_NODES, resolve_backend
 from qcore.fx.custom_config import as_prepare_custom_config
 from qcore.fx.errors import FloatFallbackWarning
 from qcore.fx.matching import OP_NODES, Matcher
@@ -239,8 +239,10 @@ def _row(record: NodeRecord, node: fx.Node, modules: dict[str, nn.Module]) -> Ex
     )
 
 
-def _fused_head(node: fx.Node, record: FxRecord) -> Optional[NodeRecord]:
-    """The record of the node a fused-away node was folded into: up the chain of first arguments."""
+def _fused_head(node: fx.Node, record: FxRecord, fused_into: dict[str, str]) -> Optional[NodeRecord]:
+    """The record of the node a fused-away node was folded into: as fusion noted it, else up the first arguments."""
+    if fused_into.get(node.name) in record.nodes:
+        return record.nodes[fused_into[node.name]]
     current: Any = node
     while isinstance(current, fx.Node) and current.args:
         current = current.args[0]
@@ -340,6 +342,7 @@ def explain(
     lookups = Matcher(original, mapping, backend, config, _custom_swaps(config), tracer, "explain").qconfigs
 
     modules = dict(prepared.named_modules())
+    fused_into = {name: n.name for n in prepared.graph.nodes for name in n.meta.get(FUSED_NODES, ())}
     rows: list[ExplainRow] = []
     seen: set[str] = set()
     for node in original.graph.nodes:
@@ -350,7 +353,7 @@ def explain(
         if node_record is not None:
             rows.append(_row(node_record, node, modules))
         else:
-            rows.append(_fused_row(node, _fused_head(node, record), lookups.get(node.name, (None, ""))[1], original))
+            rows.append(_fused_row(node, _fused_head(node, record, fused_into), lookups.get(node.name, (None, ""))[1], original))
     for node in prepared.graph.nodes:  # not expected: nodes prepare made that the plain trace lacks
         if node.name not in seen and node.name in record.nodes:
             rows.append(_row(record.nodes[node.name], node, modules))

@@ -3,9 +3,10 @@
 A chain is fused when the registry has a fuser for its module types (the
 same fusers as eager ``fuse_modules``), the backend names the pattern
 (``F.relu`` / ``x.relu()`` count as ``nn.ReLU``), every intermediate value
-has that one user, and each module is called once. In eval mode BatchNorm
-is folded (post-training); in training mode conv + bn stays a trainable
-``ConvBn2d`` for quantization-aware training.
+has that one user, and each module is called once (a stateless ReLU may
+be called elsewhere too: torchvision's blocks call one ReLU twice). In eval
+mode BatchNorm is folded (post-training); in training mode conv + bn stays a
+trainable ``ConvBn2d`` for quantization-aware training.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 from qcore.backend_config import BackendDescription
 from qcore.errors import ConfigError
 from qcore.fx import ops
-from qcore.fx.common import preserve_attributes, resolve_backend, set_submodule
+from qcore.fx.common import FUSED_NODES, preserve_attributes, resolve_backend, set_submodule
 from qcore.fx.custom_config import as_fuse_custom_config
+from qcore.fx.fuse_add import fuse_residual_adds
 from qcore.fx.tracer import QcoreTracer, trace
+from qcore.fx.values import annotate_values
 
 __all__ = ["fuse_fx", "fuse_graph"]
 
@@ -58,8 +61,8 @@ def _chain(node: fx.Node, pattern: tuple[type, ...], modules: dict[str, nn.Modul
         else:
             return None
         chain.append(user)
-    if any(n.op == "call_module" and calls[n.target] != 1 for n in chain):
-        return None  # a module called at several places cannot be fused into one of them
+    if any(n.op == "call_module" and calls[n.target] != 1 and type(modules[n.target]) is not nn.ReLU for n in chain):
+        return None  # a module called at several places cannot be fused into one of them (a stateless ReLU can)
     return chain
 
 
@@ -84,7 +87,8 @@ def fuse_graph(
             chain = _chain(node, pattern, modules, calls)
             if chain is None or (can_fuse is not None and not can_fuse(chain, pattern)):
                 continue
-            parts = [modules[n.target] if n.op == "call_module" else nn.ReLU() for n in chain]
+            # a relu part is always a fresh ReLU: the graph's ReLU module may serve other calls
+            parts = [nn.ReLU() if ops.is_relu(n, modules) else modules[n.target] for n in chain]
             names = [n.target if n.op == "call_module" else n.name for n in chain]
             try:
                 fused = _fuse_group(parts, names, is_qat, {})
@@ -93,6 +97,7 @@ def fuse_graph(
             set_submodule(gm, node.target, fused)
             modules[node.target] = fused
             last = chain[-1]
+            node.meta.setdefault(FUSED_NODES, []).extend(n.name for n in chain[1:])
             last.replace_all_uses_with(node)
             for extra in reversed(chain[1:]):
                 gm.graph.erase_node(extra)
@@ -106,7 +111,8 @@ def fuse_graph(
 
 
 def fuse_fx(model: nn.Module, fuse_custom_config: Any = None, backend_config: Any = None) -> fx.GraphModule:
-    """A traced copy of ``model`` with conv/linear/bn/relu chains fused, as the backend wants them.
+    """A traced copy of ``model`` with conv/linear/bn/relu chains (and, where the backend fuses them,
+    conv + add residuals) fused, as the backend wants them.
 
     In eval mode BatchNorm is folded into the conv or linear before it; in
     training mode conv + bn stays a ``ConvBn`` module for QAT.
@@ -121,5 +127,7 @@ def fuse_fx(model: nn.Module, fuse_custom_config: Any = None, backend_config: An
     model = copy.deepcopy(model)
     gm = trace(model, QcoreTracer(), api="fuse_fx")
     fuse_graph(gm, backend, is_qat=model.training, api="fuse_fx")
+    annotate_values(gm, None)
+    fuse_residual_adds(gm, backend, is_qat=model.training)
     preserve_attributes(gm, model, config.preserved_attributes, "fuse_fx")
     return gm

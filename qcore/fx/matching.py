@@ -356,6 +356,7 @@ class Matcher:
         if record.pattern_nodes:
             head = node.args[0]
             key = (head.target, nn.ReLU)
+            module = None  # a fused (add, nn.ReLU()) runs as the add's quantized form, not the ReLU module's
         config = self.pattern(key)
         if config is None:
             record.keep_float(f"the backend {self.backend.name!r} has no quantized pattern for {ops.label(key)}",

@@ -35,6 +35,7 @@ from qcore.fx.common import custom_module_swaps, model_device, preserve_attribut
 from qcore.fx.custom_config import PrepareCustomConfig, as_prepare_custom_config
 from qcore.fx.errors import FloatFallbackWarning
 from qcore.fx.fuse import fuse_graph
+from qcore.fx.fuse_add import fuse_residual_adds
 from qcore.fx.matching import Matcher
 from qcore.fx.placement import Placement
 from qcore.fx.record import FxRecord, NodeRecord, attach_record
@@ -154,6 +155,8 @@ def _prepare(
     standalone = frozenset(n.target for n in gm.graph.nodes if n.op == "call_module"
                            and config.standalone_entry(n.target, type(matcher.modules[n.target])) is not None)
     annotate_values(gm, inputs, standalone, api)
+    if fuse_residual_adds(gm, backend, is_qat, can_fuse=matcher.can_fuse):
+        matcher.refresh()
     record = FxRecord(
         backend=backend.name, is_qat=is_qat, nodes=matcher.decide(),
         input_quantized_indexes=tuple(config.input_quantized_indexes),

@@ -464,6 +464,7 @@ def observe_weighted(
     use_precomputed_fake_quant: bool = False,
     transpose: bool = False,
     with_relu: bool = False,
+    fused_types: tuple[type, ...] = (),
 ) -> ObservedWeighted:
     """Read a float, fused-float or QAT module for ``cls.from_float``: weight quantized, output qparams taken.
 
@@ -471,8 +472,10 @@ def observe_weighted(
       for ConvBn / LinearBn modules; the fake-quant observes the (folded) weight
       once more unless ``use_precomputed_fake_quant``, as torch.ao does.
     * Fused float module (``nn.Sequential`` of one of ``float_types`` then a
-      ReLU, for ``with_relu`` classes) or plain float module: a weight observer
-      is built from ``mod.qconfig.weight()`` and run on the weight.
+      ReLU, for ``with_relu`` classes), one of ``fused_types`` (a fused
+      container whose first part is the layer: conv + add), or plain float
+      module: a weight observer is built from ``mod.qconfig.weight()`` and run
+      on the weight.
     The output qparams come from ``mod.activation_post_process``.
     """
     owner = f"{cls.__name__}.from_float"
@@ -494,7 +497,9 @@ def observe_weighted(
             weight_post(weight)
     else:
         layer = mod
-        if isinstance(mod, nn.Sequential) and not isinstance(mod, float_types):
+        if fused_types and type(mod) in fused_types:
+            layer = mod[0]
+        elif isinstance(mod, nn.Sequential) and not isinstance(mod, float_types):
             # prepare attaches the output observer as a child named activation_post_process
             parts = [m for name, m in mod.named_children() if name != "activation_post_process"]
             fused_ok = (

@@ -118,6 +118,15 @@ class ScriptableTwin(nn.Module):
     def reference(self, x: Tensor) -> Tensor:
         raise NotImplementedError("ScriptableTwin subclasses define reference(x)")
 
+    def to_reference(self) -> nn.Module:
+        """What ``qcore.save`` stores for this twin: its source module's reference form (``torch.jit.script``
+        leaves twins in the scripted eager model)."""
+        source = self._qcore_source.module
+        if source is None:
+            return self
+        to_reference = getattr(source, "to_reference", None)
+        return to_reference() if callable(to_reference) else source
+
     @torch.jit.unused
     def _eager_forward(self, x: Tensor) -> Tensor:
         source = self._qcore_source.module

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from qcore.nn.intrinsic.quantized import bn_relu as _ref_bn_relu
+from qcore.nn.intrinsic.quantized import conv_add as _ref_conv_add
 from qcore.nn.intrinsic.quantized import conv_relu as _ref_conv_relu
 from qcore.nn.intrinsic.quantized import linear_relu as _ref_linear_relu
 from qcore.nn.quantized import activation as _ref_activation
@@ -24,12 +25,13 @@ from qcore.nn.quantized import linear as _ref_linear
 from qcore.nn.quantized import normalization as _ref_norm
 from qcore.nn.quantized import quant_dequant as _ref_qdq
 
-from qcore_fbgemm.static import activation, conv, functional, linear, normalization, quant_dequant
+from qcore_fbgemm.static import activation, conv, conv_add, functional, linear, normalization, quant_dequant
 from qcore_fbgemm.static.passthrough import PASSTHROUGH_LOWERINGS
 from qcore_fbgemm.static.activation import ELU, Hardsigmoid, Hardswish, LeakyReLU, ReLU6, Sigmoid, Softmax, Tanh
 from qcore_fbgemm.static.conv import (
     Conv1d, Conv2d, Conv3d, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d,
 )
+from qcore_fbgemm.static.conv_add import ConvAdd2d, ConvAddReLU2d
 from qcore_fbgemm.static.functional import QFunctional
 from qcore_fbgemm.static.kernel import KernelModule, UnseenInputWarning
 from qcore_fbgemm.static.linear import Linear, LinearReLU
@@ -42,7 +44,7 @@ __all__ = [
     "STATIC_LOWERINGS", "KernelModule", "UnseenInputWarning",
     "Quantize", "DeQuantize", "Linear", "LinearReLU",
     "Conv1d", "Conv2d", "Conv3d", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d",
-    "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "ConvAdd2d", "ConvAddReLU2d",
     "ReLU6", "Hardswish", "ELU", "LeakyReLU", "Sigmoid", "Softmax", "Tanh", "Hardsigmoid",
     "BatchNorm2d", "BatchNorm3d", "BNReLU2d", "BNReLU3d", "LayerNorm", "GroupNorm",
     "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "QFunctional",
@@ -62,6 +64,8 @@ _PAIRS: list[tuple[type, type]] = [
     (_ref_conv.ConvTranspose1d, conv.ConvTranspose1d),
     (_ref_conv.ConvTranspose2d, conv.ConvTranspose2d),
     (_ref_conv.ConvTranspose3d, conv.ConvTranspose3d),
+    (_ref_conv_add.ConvAdd2d, conv_add.ConvAdd2d),
+    (_ref_conv_add.ConvAddReLU2d, conv_add.ConvAddReLU2d),
     (_ref_activation.ReLU6, activation.ReLU6),
     (_ref_activation.Hardswish, activation.Hardswish),
     (_ref_activation.ELU, activation.ELU),

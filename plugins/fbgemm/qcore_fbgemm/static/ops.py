@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "LINEAR", "LINEAR_RELU", "CONV1D", "CONV1D_RELU", "CONV2D", "CONV2D_RELU", "CONV_TRANSPOSE1D", "CONV_TRANSPOSE2D",
-    "CONV3D", "CONV3D_RELU", "CONV_TRANSPOSE3D",
-    "fast_op", "QLinearOp", "QConvOp", "QConv3dOp", "QuantizeOp", "QActivationOp", "QFixedActivationOp", "QNormOp",
+    "CONV3D", "CONV3D_RELU", "CONV_TRANSPOSE3D", "CONV2D_ADD", "CONV2D_ADD_RELU",
+    "fast_op", "QLinearOp", "QConvOp", "QConv3dOp", "QConvAddOp", "QuantizeOp", "QActivationOp", "QFixedActivationOp", "QNormOp",
 ]
 
 
@@ -184,6 +184,111 @@ class QConv3dOp(_QConvOpBase):
     def eager(self) -> Callable[[Tensor], Tensor]:
         """``forward`` for eager mode, through the kernel's C++ entry point (the same choice and computation)."""
         return _conv_eager(self, _CONV3D_NAMES)
+
+
+CONV2D_ADD, CONV2D_ADD_RELU = 0, 1
+# torch.backends.quantized's id of the "onednn" engine (torch._C._set_qengine takes ids; 3 since torch 1.13)
+_ONEDNN_ENGINE_ID = getattr(torch.backends.quantized, "_get_qengine_id", lambda name: 3)("onednn")
+
+
+def _private_accum(accum: Tensor) -> Tensor:
+    """``accum``, or a copy of it where ``quantized::conv2d_add`` would write its output into it.
+
+    onednn adds the convolution into the accumulator's memory when it is
+    channels-last contiguous (the output shares that storage); an NCHW one is
+    copied by torch and left intact. ``empty_like().copy_()`` keeps the layout
+    and qparams and is a plain memory copy (a quantized ``clone()`` is ~20x slower).
+    """
+    if accum.is_contiguous(memory_format=torch.channels_last):
+        return torch.empty_like(accum).copy_(accum)
+    return accum
+
+
+class QConvAddOp(nn.Module):
+    """onednn's ``quantized::conv2d_add`` / ``conv2d_add_relu``: ``quantize(conv2d(x) + accum)`` (ReLU after the add).
+
+    onednn only (fbgemm has no such kernel). Like :class:`QConvOp`'s onednn
+    path, eager mode packs the weights again per input shape (:func:`_conv_add_eager`).
+    A packing must never serve two op kinds: onednn caches its primitive, post-ops
+    included, per packed weight, so this op's packings run only ``kind``.
+    Inputs are never modified (:func:`_private_accum`); ``accum`` must have the
+    output's shape exactly (:meth:`output_size`): torch does not check, and crashes.
+    torch runs these ops only while its quantized engine is "onednn" (they
+    dispatch on the global engine, not on the packing): :meth:`eager` sets it
+    around each call; ``forward`` cannot (TorchScript has no way to) and needs it set.
+    """
+
+    __jit_ignored_attributes__ = ["onednn_repack", "onednn_by_shape"]
+
+    def __init__(self, packed_onednn: object, kind: int, scale: float, zero_point: int, out_channels: int,
+                 kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
+                 onednn_repack: Optional[Callable[[], object]] = None) -> None:
+        super().__init__()
+        self.packed_onednn = packed_onednn
+        self.kind = kind
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+        self.out_channels = int(out_channels)
+        self.kernel_size = [int(k) for k in kernel_size]
+        self.stride = [int(s) for s in stride]
+        self.padding = [int(p) for p in padding]
+        self.dilation = [int(d) for d in dilation]
+        self.onednn_repack = onednn_repack
+        self.onednn_by_shape = {}  # (input shape, threads) -> packed weights
+
+    @torch.jit.export
+    def output_size(self, x: Tensor) -> List[int]:
+        """The convolution's output size for a 4-d input ``x``: the size ``accum`` must have."""
+        size = [x.size(0), self.out_channels]
+        for i in range(2):
+            span = self.dilation[i] * (self.kernel_size[i] - 1) + 1
+            size.append((x.size(2 + i) + 2 * self.padding[i] - span) // self.stride[i] + 1)
+        return size
+
+    def forward(self, x: Tensor, accum: Tensor) -> Tensor:
+        accum = _private_accum(accum)
+        if self.kind == 1:
+            return torch.ops.quantized.conv2d_add_relu(x, accum, self.packed_onednn, self.scale, self.zero_point)
+        return torch.ops.quantized.conv2d_add(x, accum, self.packed_onednn, self.scale, self.zero_point)
+
+    def eager(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """``forward`` for eager mode, through the kernel's C++ entry point, on the packing for the input's shape."""
+        return _conv_add_eager(self)
+
+
+def _conv_add_eager(op: QConvAddOp) -> Callable[[Tensor, Tensor], Tensor]:
+    """The eager ``conv2d_add`` call, on weights packed per (input shape, threads) as in :func:`_conv_eager`.
+
+    The caller checks that ``accum`` has the output's size (:meth:`QConvAddOp.output_size`).
+    torch's quantized engine is set to onednn for the call (~0.2 us) and restored.
+    """
+    fn = fast_op("conv2d_add_relu" if op.kind == 1 else "conv2d_add")
+    packed_onednn, scale, zero_point = op.packed_onednn, op.scale, op.zero_point
+    repack, by_shape = op.onednn_repack, op.onednn_by_shape
+    num_threads = torch.get_num_threads
+    get_engine, set_engine, onednn = torch._C._get_qengine, torch._C._set_qengine, _ONEDNN_ENGINE_ID
+    empty_like = torch.empty_like
+
+    def run(x: Tensor, accum: Tensor) -> Tensor:
+        key = (x.shape, num_threads())
+        weights = by_shape.get(key)
+        if weights is None:
+            if repack is None or len(by_shape) >= ONEDNN_SHAPES_PER_MODULE:
+                weights = packed_onednn
+            else:
+                weights = by_shape[key] = repack()
+        if accum.is_contiguous(memory_format=torch.channels_last):  # _private_accum, inlined
+            accum = empty_like(accum).copy_(accum)
+        previous = get_engine()
+        if previous == onednn:
+            return fn(x, accum, weights, scale, zero_point)
+        set_engine(onednn)
+        try:
+            return fn(x, accum, weights, scale, zero_point)
+        finally:
+            set_engine(previous)
+
+    return run
 
 
 class QuantizeOp(nn.Module):

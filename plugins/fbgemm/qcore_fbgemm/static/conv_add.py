@@ -1,0 +1,105 @@
+"""ConvAdd2d / ConvAddReLU2d (conv2d + residual add, + ReLU) on onednn's fused ``quantized::conv2d_add(_relu)``.
+
+The fused kernel adds the extra input to the convolution's float accumulator
+before rounding, which is the reference numerics (the conv's result is never
+put on a grid of its own). onednn only: fbgemm has no such kernel, so modules
+whose weights onednn cannot pack (asymmetric, many groups) or whose padding
+mode is not zeros stay on the reference module. Inputs the kernel does not
+take (not quint8 per tensor, not 4-d, an extra input of another shape than the
+conv's output, e.g. broadcasting) run the reference forward.
+
+TorchScript gets the reference twin (:class:`qcore.nn.intrinsic.quantized.ConvAddTwin`):
+torch runs these ops only while its global quantized engine is "onednn",
+which a scripted model cannot set, so a kernel twin would fail under the
+default engine. The scripted model is the reference numerics, within one
+quantization step of the eager kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from qcore.nn.intrinsic.quantized import conv_add as _ref
+
+from qcore_fbgemm.static import ops
+from qcore_fbgemm.static.conv import _ConvKernel, _explicit_padding
+from qcore_fbgemm.static.kernel import KernelModule
+from qcore_fbgemm.static.packing import onednn_can_pack, pack_conv
+from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch, to_torch
+
+__all__ = ["ConvAdd2d", "ConvAddReLU2d"]
+
+_QUINT8 = torch.quint8
+_SIZES_KEPT = 64  # input shapes whose output size a module remembers
+
+
+def _torch_input(x: Any) -> Optional[Tensor]:
+    """The quint8 torch tensor of a per-tensor uint8 QTensor (the one a kernel left, else a view); None otherwise."""
+    if type(x) is KernelQTensor and x._torch_qparams is x._qparams:
+        tq = x._torch
+        return tq if tq.dtype is _QUINT8 else None
+    return to_torch(x)
+
+
+class _ConvAddKernel(_ConvKernel):
+    """The fused conv + add kernel module; the reference class after it says whether ReLU follows the add."""
+
+    @classmethod
+    def supports(cls, ref: nn.Module) -> bool:
+        """As the kernel Conv2d, and weights onednn packs (symmetric): conv2d_add has no fbgemm kernel."""
+        return super().supports(ref) and onednn_can_pack(ref.weight(), ref.groups, False)
+
+    def _make_op(self) -> nn.Module:
+        padding = _explicit_padding(self)
+        repack = functools.partial(pack_conv, self.weight(), self._bias, self.stride, padding, self.dilation,
+                                   self.groups, engine_name="onednn")
+        kind = ops.CONV2D_ADD_RELU if self._RELU_AFTER_ADD else ops.CONV2D_ADD
+        return ops.QConvAddOp(repack(), kind, float(self.scale), int(self.zero_point), self.out_channels,
+                              self.kernel_size, self.stride, padding, self.dilation, repack)
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        self.__dict__["_kernel_sizes"] = {}  # input shape -> the size the extra input must have
+
+    def forward(self, input: Any, extra_input: Any) -> Any:  # type: ignore[override]
+        d = self.__dict__
+        if d.get("_kernel_stale", True):
+            self._refresh()
+        run = d["_kernel_run"]
+        tx = _torch_input(input) if run is not None else None
+        te = _torch_input(extra_input) if tx is not None else None
+        if te is None or tx.dim() != 4 or te.dim() != 4:
+            return super(KernelModule, self).forward(input, extra_input)
+        sizes = d["_kernel_sizes"]
+        want = sizes.get(tx.shape)
+        if want is None:
+            want = torch.Size(d["_kernel_op"].output_size(tx))
+            if len(sizes) < _SIZES_KEPT:
+                sizes[tx.shape] = want
+        if te.shape != want:  # broadcasting, or a wrong shape whose error the reference gives
+            return super(KernelModule, self).forward(input, extra_input)
+        return from_torch(run(tx, te), d["_kernel_out_qp"])
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_kernel_sizes", None)
+        return state
+
+    def extra_repr(self) -> str:
+        return f"{super(KernelModule, self).extra_repr()}, engine=onednn"
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """The reference twin (see the module docstring: a scripted model cannot select torch's onednn engine)."""
+        return super(KernelModule, self).__prepare_scriptable__()
+
+
+class ConvAdd2d(_ConvAddKernel, _ref.ConvAdd2d):
+    """qcore's quantized ConvAdd2d on onednn's fused ``quantized::conv2d_add``."""
+
+
+class ConvAddReLU2d(_ConvAddKernel, _ref.ConvAddReLU2d):
+    """qcore's quantized ConvAddReLU2d on onednn's fused ``quantized::conv2d_add_relu``."""
