@@ -35,6 +35,15 @@ def resolve_backend(backend_config: Any, api: str) -> BackendDescription:
     )
 
 
+def module_calls(gm: fx.GraphModule) -> dict[str, int]:
+    """How many ``call_module`` nodes call each submodule (a module called twice cannot be fused into one call)."""
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
 def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at the dotted path ``name`` under ``root``."""
     parent_name, _, leaf = name.rpartition(".")

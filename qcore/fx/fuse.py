@@ -20,7 +20,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 from qcore.backend_config import BackendDescription
 from qcore.errors import ConfigError
 from qcore.fx import ops
-from qcore.fx.common import FUSED_NODES, preserve_attributes, resolve_backend, set_submodule
+from qcore.fx.common import FUSED_NODES, module_calls, preserve_attributes, resolve_backend, set_submodule
 from qcore.fx.custom_config import as_fuse_custom_config
 from qcore.fx.fuse_add import fuse_residual_adds
 from qcore.fx.tracer import QcoreTracer, trace
@@ -75,10 +75,7 @@ def fuse_graph(
 
     patterns = [p for p in _registry_patterns(is_qat) if _backend_has(backend, p)]
     modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(gm)
     fused_groups: list[tuple[str, ...]] = []
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or node.graph is None or node.target not in modules:

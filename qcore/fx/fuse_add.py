@@ -22,7 +22,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qcore.backend_config import BackendDescription
 from qcore.fx import ops
-from qcore.fx.common import FUSED_NODES, set_submodule
+from qcore.fx.common import FUSED_NODES, module_calls, set_submodule
 from qcore.fx.values import VALUE, value_kind
 from qcore.nn.intrinsic import modules as nni
 
@@ -73,10 +73,7 @@ def fuse_residual_adds(gm: fx.GraphModule, backend: BackendDescription, is_qat: 
     if is_qat or not (with_relu or plain):
         return []
     modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(gm)
     fused_groups: list[tuple[str, ...]] = []
     for node in list(gm.graph.nodes):
         found = _residual(node, modules, calls)
