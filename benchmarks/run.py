@@ -30,6 +30,7 @@ from benchmarks.harness import Row, Settings
 WORKLOADS = {
     "digits": "benchmarks.bench_digits_cnn",
     "resnet": "benchmarks.bench_resnet",
+    "resnet_fx": "benchmarks.bench_resnet_fx",
     "minilm": "benchmarks.bench_minilm",
     "rnn": "benchmarks.bench_rnn",
 }
