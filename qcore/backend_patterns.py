@@ -22,11 +22,13 @@ _CONV_FNS = (F.conv1d, F.conv2d, F.conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
-# Ops whose output takes its input's qparams: they only move or select values.
+# Ops whose output takes its input's qparams: they move, select or average values (torch.ao's share-qparams ops).
 SHARED_QPARAMS_OPS: tuple = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
     nn.Flatten, nn.Identity, nn.ReLU, nn.ReLU6, nn.Dropout, nn.Hardtanh,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
     F.max_pool1d, F.max_pool2d, F.max_pool3d, F.relu, F.relu6, F.dropout, F.hardtanh,
+    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
     torch.flatten, torch.transpose, torch.squeeze, torch.unsqueeze, torch.chunk,
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
     "chunk", "relu", "relu_", operator.getitem,
@@ -44,8 +46,7 @@ ELEMENTWISE_OPS: tuple = (
     nn.Hardswish, F.hardswish, nn.ELU, F.elu, nn.LeakyReLU, F.leaky_relu,
     nn.LayerNorm, F.layer_norm, nn.GroupNorm, F.group_norm,
     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, F.instance_norm,
-    nn.BatchNorm2d, nn.BatchNorm3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, F.avg_pool2d, F.adaptive_avg_pool2d,
+    nn.BatchNorm2d, nn.BatchNorm3d,
 )
 
 

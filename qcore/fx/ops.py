@@ -106,6 +106,7 @@ _QTENSOR_FUNCTIONS = {
     F.relu, torch.relu, torch.flatten, torch.transpose, torch.squeeze, torch.unsqueeze, torch.chunk, torch.split,
     torch.reshape, torch.permute, torch.unbind, operator.getitem,
     F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
 }
 _QTENSOR_METHODS = {
     "relu", "relu_", "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",

@@ -151,9 +151,11 @@ def conv_cases(draw):
     cin = groups * draw(st.integers(1, 3))
     cout = groups * draw(st.integers(1, 3))
     kernel = draw(st.integers(1, 3))
+    dilation = draw(st.integers(1, 2))
     return dict(
         relu=draw(st.booleans()), cin=cin, cout=cout, kernel=kernel, stride=draw(st.integers(1, 2)),
-        padding=draw(st.integers(0, 2)), dilation=draw(st.integers(1, 2)), groups=groups,
+        # padding below the kernel's span: the kernel module takes no more (see test_padding_past_the_kernel...)
+        padding=draw(st.integers(0, min(2, dilation * (kernel - 1)))), dilation=dilation, groups=groups,
         out_scale=draw(st.floats(0.01, 0.3)), out_zp=draw(st.integers(0, 255)), seed=draw(st.integers(0, 1000)),
         per_channel=draw(st.booleans()),
     )
@@ -268,6 +270,14 @@ def test_weights_onednn_cannot_pack_and_other_padding_modes_stay_on_the_referenc
     assert KERNEL[True].from_reference(reference_module(True, per_channel=False, weight_zp=-2)) is None
     assert KERNEL[True].from_reference(reference_module(True, padding_mode="reflect")) is None
     assert KERNEL[True].from_reference(reference_module(True, per_channel=False)) is not None
+
+
+def test_padding_past_the_kernel_stays_on_the_reference():
+    """torch's onednn conv2d_add writes garbage into output pixels that see only padding: no kernel for those."""
+    assert KERNEL[False].from_reference(reference_module(False, kernel=2, padding=2)) is None
+    assert KERNEL[True].from_reference(reference_module(True, kernel=1, padding=1)) is None
+    assert KERNEL[False].from_reference(reference_module(False, kernel=2, padding=1)) is not None
+    assert KERNEL[False].from_reference(reference_module(False, kernel=2, padding=2, dilation=2)) is not None
 
 
 def test_convert_keeps_the_reference_module_for_asymmetric_weights():
