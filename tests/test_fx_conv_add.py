@@ -352,3 +352,63 @@ def test_fbgemm_graph_agrees_with_torch_ao_onednn():
             assert (ours(x) - oracle(theirs, x)).abs().max() <= step * 1.001
     finally:
         torch.backends.quantized.engine = before
+
+
+# --- donated residuals ------------------------------------------------------------------------------
+
+
+class _Residuals(nn.Module):
+    """Two fused blocks: the first adds a downsample conv's output, the second adds the first block's output,
+    which its own first conv reads earlier; a third adds a value to a conv of itself, which is returned too."""
+
+    def __init__(self):
+        super().__init__()
+        self.a1, self.a2, self.down = nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1), nn.Conv2d(4, 6, 1)
+        self.b1, self.b2 = nn.Conv2d(6, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.c = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.a2(torch.relu(self.a1(x))) + self.down(x))
+        z = torch.relu(self.b2(torch.relu(self.b1(y))) + y)
+        return self.c(z) + z, z
+
+
+def test_convert_fx_donates_only_residuals_nobody_reads_later():
+    from qcore.fx.donation import DONATED
+
+    torch.manual_seed(0)
+    model = _Residuals().eval()
+    p = prepared(model)
+    q = qfx.convert_fx(p, backend_config=residual_backend())
+    modules = dict(q.named_modules())
+    fused = {name for name, m in modules.items() if isinstance(m, nniq.ConvAdd2d)}
+    assert fused == {"a2", "b2", "c"}
+    assert {name for name in fused if modules[name].__dict__.get(DONATED)} == {"a2", "b2"}
+    reference = qfx.convert_to_reference_fx(p)
+    assert not any(m.__dict__.get(DONATED) for m in reference.modules())
+    x = batches()[0]
+    for a, b in zip(q(x), reference(x)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class _ReadAfter(nn.Module):
+    def __init__(self, case):
+        super().__init__()
+        self.case = case
+        self.a, self.b = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.case == "own input":
+            return self.b(y) + y
+        if self.case == "returned":
+            return self.b(x) + y, y
+        return self.b(x) + y, y.flatten(1)  # "viewed"
+
+
+@pytest.mark.parametrize("case", ["own input", "returned", "viewed"])
+def test_residuals_read_after_the_add_are_not_donated(case):
+    from qcore.fx.donation import DONATED
+
+    q = qfx.convert_fx(prepared(_ReadAfter(case).eval()), backend_config=residual_backend())
+    assert isinstance(q.b, nniq.ConvAdd2d) and not q.b.__dict__.get(DONATED)

@@ -42,6 +42,7 @@ from qcore.fx.common import (
     custom_module_swaps, fresh_name, model_device, preserve_attributes, resolve_backend, set_submodule,
 )
 from qcore.fx.custom_config import ConvertCustomConfig, as_convert_custom_config
+from qcore.fx.donation import mark_donated_residuals
 from qcore.fx.placement import activation_inputs
 from qcore.fx.quantized_ops import BINARY_MODULES, SCALAR_MODULES, QuantizedCat
 from qcore.fx.record import FxRecord, NodeRecord, attach_record, get_record
@@ -118,6 +119,7 @@ def _convert(
     converter = _Converter(gm, record, _observed_to_quantized(config), is_reference, api)
     converter.run()
     if not is_reference:
+        mark_donated_residuals(gm)
         converter.lower(backend)
     if remove_qconfig:
         from qcore.flow.eager.convert import _remove_qconfig

@@ -398,3 +398,43 @@ def test_digits_through_a_residual_cnn_agree_with_the_reference():
     assert agree >= 0.99
     float_acc = (float_out.argmax(1) == test_y).float().mean().item()
     assert (got.argmax(1) == test_y).float().mean().item() >= float_acc - 0.02
+
+
+class _TwoBlocks(nn.Module):
+    """Residual blocks in FX: a downsample conv's output and then the first block's output are the residuals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2, self.down = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(4, 8, 1)
+        self.b1, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a2(torch.relu(self.a1(x))) + self.down(x))
+        return torch.relu(self.b2(torch.relu(self.b1(y))) + y)
+
+
+def test_fx_residuals_nobody_reads_later_are_written_in_place_with_the_same_integers():
+    import qcore.fx as qfx
+
+    torch.manual_seed(0)
+    model = _TwoBlocks().eval()
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randn(2, 4, 24, 24, generator=g) for _ in range(3)]  # 576 output pixels: onednn, channels-last
+    with qcore.backend("fbgemm"):
+        prepared = qfx.prepare_fx(model, qcore.get_default_qconfig_mapping("x86"), (data[0],))
+        for x in data:
+            prepared(x)
+        lowered = qfx.convert_fx(prepared)
+        reference = qfx.convert_to_reference_fx(prepared)
+    assert type(lowered.a2) is conv_add.ConvAddReLU2d and type(lowered.b2) is conv_add.ConvAddReLU2d
+    for x in data:
+        lowered(x)  # builds the ops
+    assert lowered.a2._kernel_op.donated and lowered.b2._kernel_op.donated
+    for x in data:
+        got, want = lowered(x), reference(x)
+        assert (got - want).abs().max() <= float(lowered.b2.scale) * 1.001
+    # a donated module run outside its graph still never writes into an input that is also its conv input
+    qx = qrand((2, 8, 6, 6), 0.02, 10, 1, channels_last=True, max_code=127)
+    before = qx.int_repr().clone()
+    lowered.b2(qx, qx)
+    assert torch.equal(qx.int_repr(), before)

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from qcore.fx.donation import DONATED
 from qcore.nn.intrinsic.quantized import conv_add as _ref
 
 from qcore_fbgemm.static import ops
@@ -64,7 +65,8 @@ class _ConvAddKernel(_ConvKernel):
                                    self.groups, engine_name="onednn")
         kind = ops.CONV2D_ADD_RELU if self._RELU_AFTER_ADD else ops.CONV2D_ADD
         return ops.QConvAddOp(repack(), kind, float(self.scale), int(self.zero_point), self.out_channels,
-                              self.kernel_size, self.stride, padding, self.dilation, repack)
+                              self.kernel_size, self.stride, padding, self.dilation, repack,
+                              donated=self.__dict__.get(DONATED, False))
 
     def _refresh(self) -> None:
         super()._refresh()

@@ -222,7 +222,7 @@ class QConvAddOp(nn.Module):
 
     def __init__(self, packed_onednn: object, kind: int, scale: float, zero_point: int, out_channels: int,
                  kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
-                 onednn_repack: Optional[Callable[[], object]] = None) -> None:
+                 onednn_repack: Optional[Callable[[], object]] = None, donated: bool = False) -> None:
         super().__init__()
         self.packed_onednn = packed_onednn
         self.kind = kind
@@ -235,6 +235,7 @@ class QConvAddOp(nn.Module):
         self.dilation = [int(d) for d in dilation]
         self.onednn_repack = onednn_repack
         self.onednn_by_shape = {}  # (input shape, threads) -> packed weights
+        self.donated = bool(donated)  # eager mode may write into accum (qcore.fx.donation)
 
     @torch.jit.export
     def output_size(self, x: Tensor) -> List[int]:
@@ -260,7 +261,8 @@ def _conv_add_eager(op: QConvAddOp) -> Callable[[Tensor, Tensor], Tensor]:
     """The eager ``conv2d_add`` call, on weights packed per (input shape, threads) as in :func:`_conv_eager`.
 
     The caller checks that ``accum`` has the output's size (:meth:`QConvAddOp.output_size`).
-    torch's quantized engine is set to onednn for the call (~0.2 us) and restored.
+    torch's quantized engine is set to onednn for the call (~0.2 us) and restored. A ``donated``
+    accum (nobody reads it afterwards: :mod:`qcore.fx.donation`) is not copied unless it is ``x`` itself.
     """
     fn = fast_op("conv2d_add_relu" if op.kind == 1 else "conv2d_add")
     packed_onednn, scale, zero_point = op.packed_onednn, op.scale, op.zero_point
@@ -268,6 +270,7 @@ def _conv_add_eager(op: QConvAddOp) -> Callable[[Tensor, Tensor], Tensor]:
     num_threads = torch.get_num_threads
     get_engine, set_engine, onednn = torch._C._get_qengine, torch._C._set_qengine, _ONEDNN_ENGINE_ID
     empty_like = torch.empty_like
+    donated = op.donated
 
     def run(x: Tensor, accum: Tensor) -> Tensor:
         key = (x.shape, num_threads())
@@ -277,7 +280,8 @@ def _conv_add_eager(op: QConvAddOp) -> Callable[[Tensor, Tensor], Tensor]:
                 weights = packed_onednn
             else:
                 weights = by_shape[key] = repack()
-        if accum.is_contiguous(memory_format=torch.channels_last):  # _private_accum, inlined
+        if (not donated or accum.data_ptr() == x.data_ptr()) and accum.is_contiguous(
+                memory_format=torch.channels_last):  # _private_accum, inlined
             accum = empty_like(accum).copy_(accum)
         previous = get_engine()
         if previous == onednn:
