@@ -157,8 +157,7 @@ def build(ctx: Context) -> Workload:
     ctx.note(f"{NAME}: plain float model through each framework's prepare_fx/convert_fx with its x86 default "
              f"qconfig mapping; fp32 baseline with BatchNorm folded into the convolutions; qcore's model has "
              f"{fused} ConvAddReLU2d (conv + residual add + relu in one onednn kernel), torch.ao's runs conv then "
-             "add_relu; at the tail qcore pools in float between a dequantize and a quantize, torch.ao pools the "
-             "quantized tensor and flattens in float")
+             "add_relu; both pool the quantized tensor (average pooling shares its input's qparams)")
     inputs = {batch: torch.randn(batch, 3, SIZE, SIZE, generator=g) for batch in BATCHES}
     return Workload(NAME, models, sizes, {"qcore": accuracy}, lambda batch: (inputs[batch],), BATCHES)
 
