@@ -129,6 +129,20 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return cosine, 100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item()
 
 
+def sizes_and_accuracy(models: dict[str, nn.Module], g: torch.Generator) -> tuple[dict[str, float], str]:
+    """Serialized size ratios of ``models``, and qcore's and torch.ao's agreement with fp32 on 8 random images."""
+    with quiet():
+        sizes = size_ratios(models)
+        probe = torch.randn(8, 3, SIZE, SIZE, generator=g)
+        with torch.inference_mode():
+            outputs = {name: models[name](probe) for name in ("fp32", "qcore", "torch.ao")}
+    cos_q, top_q = _agreement(outputs["qcore"], outputs["fp32"])
+    cos_t, top_t = _agreement(outputs["torch.ao"], outputs["fp32"])
+    accuracy = (f"centred logit cosine to fp32: qcore {cos_q:.3f}, torch.ao {cos_t:.3f}; top-1 = fp32's: "
+                f"qcore {top_q:.0f}%, torch.ao {top_t:.0f}% (8 random images)")
+    return sizes, accuracy
+
+
 def build(ctx: Context) -> Workload:
     from qcore.demo.eager_rows import EagerAPI
 
@@ -151,15 +165,7 @@ def build(ctx: Context) -> Workload:
         theirs = _quantize(theirs_float, theirs_api, tq.get_default_qconfig("x86"), calibration)
     fp32 = _fold(fp32_stubbed)
     models = {"fp32": fp32, "fp32 A/A": copy.deepcopy(fp32), "qcore": ours, "torch.ao": theirs}
-    with quiet():
-        sizes = size_ratios(models)
-        probe = torch.randn(8, 3, SIZE, SIZE, generator=g)
-        with torch.inference_mode():
-            outputs = {name: models[name](probe) for name in ("fp32", "qcore", "torch.ao")}
-    cos_q, top_q = _agreement(outputs["qcore"], outputs["fp32"])
-    cos_t, top_t = _agreement(outputs["torch.ao"], outputs["fp32"])
-    accuracy = (f"centred logit cosine to fp32: qcore {cos_q:.3f}, torch.ao {cos_t:.3f}; top-1 = fp32's: "
-                f"qcore {top_q:.0f}%, torch.ao {top_t:.0f}% (8 random images)")
+    sizes, accuracy = sizes_and_accuracy(models, g)
     ctx.note(f"{NAME}: fp32 baseline with BatchNorm folded into the convolutions; qcore and torch.ao pool the "
              "quantized tensor")
     inputs = {batch: torch.randn(batch, 3, SIZE, SIZE, generator=g) for batch in BATCHES}

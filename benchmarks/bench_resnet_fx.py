@@ -24,9 +24,9 @@ from torch import nn
 
 import qcore
 
-from benchmarks.bench_resnet import BATCHES, SIZE, _agreement, _fold
+from benchmarks.bench_resnet import BATCHES, SIZE, _fold, sizes_and_accuracy
 from benchmarks.common import Context, quiet, torch_ao_engine
-from benchmarks.harness import Row, Workload, size_ratios, workload_rows
+from benchmarks.harness import Row, Workload, workload_rows
 
 NAME = "ResNet-18 224x224 FX (static, random weights)"
 
@@ -145,15 +145,7 @@ def build(ctx: Context) -> Workload:
         assert fused > 0, "qcore's FX model has no ConvAddReLU2d although torch has onednn's conv2d_add_relu"
     fp32 = _fold(float_model)
     models = {"fp32": fp32, "fp32 A/A": copy.deepcopy(fp32), "qcore": ours, "torch.ao": theirs}
-    with quiet():
-        sizes = size_ratios(models)
-        probe = torch.randn(8, 3, SIZE, SIZE, generator=g)
-        with torch.inference_mode():
-            outputs = {name: models[name](probe) for name in ("fp32", "qcore", "torch.ao")}
-    cos_q, top_q = _agreement(outputs["qcore"], outputs["fp32"])
-    cos_t, top_t = _agreement(outputs["torch.ao"], outputs["fp32"])
-    accuracy = (f"centred logit cosine to fp32: qcore {cos_q:.3f}, torch.ao {cos_t:.3f}; top-1 = fp32's: "
-                f"qcore {top_q:.0f}%, torch.ao {top_t:.0f}% (8 random images)")
+    sizes, accuracy = sizes_and_accuracy(models, g)
     ctx.note(f"{NAME}: plain float model through each framework's prepare_fx/convert_fx with its x86 default "
              f"qconfig mapping; fp32 baseline with BatchNorm folded into the convolutions; qcore's model has "
              f"{fused} ConvAddReLU2d (conv + residual add + relu in one onednn kernel), torch.ao's runs conv then "
