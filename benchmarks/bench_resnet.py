@@ -92,6 +92,11 @@ def build_model(api: object, seed: int = 0) -> ResNet18:
     functional = api.float_functional  # type: ignore[attr-defined]
     torch.manual_seed(seed)
     model = ResNet18(api.quant_stub, api.dequant_stub, functional)  # type: ignore[attr-defined]
+    return settle_batchnorm(model, seed)
+
+
+def settle_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` in eval mode after two training-mode passes over random images (sane BatchNorm statistics)."""
     g = torch.Generator().manual_seed(seed)
     model.train()
     with torch.no_grad():

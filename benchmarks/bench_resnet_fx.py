@@ -24,7 +24,7 @@ from torch import nn
 
 import qcore
 
-from benchmarks.bench_resnet import BATCHES, SIZE, _fold, sizes_and_accuracy
+from benchmarks.bench_resnet import BATCHES, SIZE, _fold, settle_batchnorm, sizes_and_accuracy
 from benchmarks.common import Context, quiet, torch_ao_engine
 from benchmarks.harness import Row, Workload, workload_rows
 
@@ -92,13 +92,7 @@ class ResNet18(nn.Module):
 def build_model(seed: int = 0) -> ResNet18:
     """Random weights and BatchNorm statistics settled as in ``bench_resnet.build_model`` (same seeds)."""
     torch.manual_seed(seed)
-    model = ResNet18()
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(4, 3, SIZE, SIZE, generator=g))
-    return model.eval()
+    return settle_batchnorm(ResNet18(), seed)
 
 
 def _calibrate(prepared: nn.Module, calibration: list[torch.Tensor]) -> None:
