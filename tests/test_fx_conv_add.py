@@ -37,7 +37,8 @@ def residual_backend(relu: bool = True, plain: bool = True):
     ref = reference_backend()
     conv = ref.supports(nn.Conv2d)
     extra = [BackendPatternConfig(fused, conv.dtype_configs) for fused, on in
-             ((nni.ConvAdd2d, plain), (nni.ConvAddReLU2d, relu)) if on]
+             ((nni.ConvAdd1d, plain), (nni.ConvAddReLU1d, relu), (nni.ConvAdd2d, plain), (nni.ConvAddReLU2d, relu))
+             if on]
     return attrs.evolve(ref, name="residual", patterns=(*ref.patterns, *extra))
 
 
@@ -381,7 +382,7 @@ def test_convert_fx_donates_only_residuals_nobody_reads_later():
     p = prepared(model)
     q = qfx.convert_fx(p, backend_config=residual_backend())
     modules = dict(q.named_modules())
-    fused = {name for name, m in modules.items() if isinstance(m, nniq.ConvAdd2d)}
+    fused = {name for name, m in modules.items() if isinstance(m, (nniq.ConvAdd2d, nniq.ConvAddReLU2d))}
     assert fused == {"a2", "b2", "c"}
     assert {name for name in fused if modules[name].__dict__.get(DONATED)} == {"a2", "b2"}
     reference = qfx.convert_to_reference_fx(p)
@@ -412,3 +413,38 @@ def test_residuals_read_after_the_add_are_not_donated(case):
 
     q = qfx.convert_fx(prepared(_ReadAfter(case).eval()), backend_config=residual_backend())
     assert isinstance(q.b, nniq.ConvAdd2d) and not q.b.__dict__.get(DONATED)
+
+
+# --- 1-d ----------------------------------------------------------------------------------------------
+
+
+class _Block1d(nn.Module):
+    """A 1-d residual block (temporal convolutions): conv-relu, conv + identity, relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu = nn.Conv1d(6, 6, 3, padding=1), nn.ReLU()
+        self.conv2 = nn.Conv1d(6, 6, 3, padding=2, dilation=2)
+
+    def forward(self, x):
+        return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+
+def test_1d_residuals_fuse_and_compute_the_float_formula():
+    torch.manual_seed(0)
+    model = _Block1d().eval()
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randn(4, 6, 16, generator=g) for _ in range(3)]
+    p = prepared(model, data=data)
+    assert type(p.conv2) is nni.ConvAddReLU1d and type(p.conv1) is nni.ConvReLU1d
+    q = qfx.convert_fx(p, backend_config=residual_backend())
+    module = q.conv2
+    assert type(module) is nniq.ConvAddReLU1d
+    qx = q.conv1(q.quantize(data[0]))
+    identity = q.quantize(data[0])
+    conv = F.conv1d(qx.dequantize(), module.weight().dequantize(), module.bias(), 1, 2, 2)
+    expected = qcore.quantize_per_tensor((conv + identity.dequantize()).relu(), float(module.scale),
+                                         int(module.zero_point), "uint8")
+    assert torch.equal(module(qx, identity).int_repr(), expected.int_repr())
+    for x in data:
+        assert (q(x) - model(x)).abs().max() < 4 * float(module.scale)

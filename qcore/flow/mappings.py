@@ -88,8 +88,7 @@ _STATIC_SWAPS: tuple[tuple[str, str], ...] = (
     (_NI + "BNReLU3d", _NIQ + "BNReLU3d"),
     *((_NI + f"ConvReLU{n}d", _NIQ + f"ConvReLU{n}d") for n in (1, 2, 3)),
     (_NI + "LinearReLU", _NIQ + "LinearReLU"),
-    (_NI + "ConvAdd2d", _NIQ + "ConvAdd2d"),
-    (_NI + "ConvAddReLU2d", _NIQ + "ConvAddReLU2d"),
+    *((_NI + name, _NIQ + name) for name in ("ConvAdd1d", "ConvAddReLU1d", "ConvAdd2d", "ConvAddReLU2d")),
     # QAT modules, after training (BatchNorm folded by from_float)
     *((_NIQAT + f"ConvBn{n}d", _Q + f"Conv{n}d") for n in (1, 2, 3)),
     *((_NIQAT + f"ConvBnReLU{n}d", _NIQ + f"ConvReLU{n}d") for n in (1, 2, 3)),

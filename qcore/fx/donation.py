@@ -19,13 +19,15 @@ from __future__ import annotations
 from torch import fx, nn
 
 from qcore.fx.common import module_calls
-from qcore.nn.intrinsic.quantized.conv_add import ConvAdd2d
+from qcore.nn.intrinsic.quantized.conv_add import CONV_ADD_CLASSES
 from qcore.nn.quantized.base import QuantizedWeightMixin
 
 __all__ = ["DONATED", "mark_donated_residuals"]
 
 #: The attribute convert_fx sets on a fused conv + add module whose residual input nobody reads afterwards.
 DONATED = "_qcore_donated_extra_input"
+
+_CONV_ADD = tuple(CONV_ADD_CLASSES.values())
 
 
 def _fresh(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -41,7 +43,7 @@ def mark_donated_residuals(gm: fx.GraphModule) -> list[str]:
     marked = []
     for node in gm.graph.nodes:
         module = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(module, ConvAdd2d) or calls[node.target] != 1 or len(node.args) != 2 or node.kwargs:
+        if not isinstance(module, _CONV_ADD) or calls[node.target] != 1 or len(node.args) != 2 or node.kwargs:
             continue
         x, extra = node.args
         if not isinstance(extra, fx.Node) or extra is x or not _fresh(extra, modules):

@@ -1,11 +1,11 @@
-"""Residual-add fusion: ``conv(x) + y`` (then ReLU) becomes one ``ConvAdd2d`` (``ConvAddReLU2d``) call.
+"""Residual-add fusion: ``conv(x) + y`` (then ReLU) becomes one ``ConvAdd{1,2}d`` (``ConvAddReLU{1,2}d``) call.
 
 A backend whose kernels add a second tensor inside the convolution (onednn's
-``conv2d_add``) names ``qcore.nn.intrinsic.ConvAdd2d`` / ``ConvAddReLU2d`` in
-its patterns; a residual block then runs as one kernel, and the
+``conv2d_add``) names ``qcore.nn.intrinsic.ConvAdd2d`` / ``ConvAddReLU2d``
+(and the 1-d ones) in its patterns; a residual block then runs as one kernel, and the
 convolution's output is never rounded onto a grid of its own.
 
-A ``Conv2d`` is fused with the add that follows it when the backend names
+A ``Conv1d`` / ``Conv2d`` is fused with the add that follows it when the backend names
 the fused module, the conv is called once and its output has that one user,
 the add has no other arguments (no ``alpha``), its other operand is a
 computed float tensor (not a weight or constant), and the nodes share one
@@ -44,9 +44,15 @@ def _other_operand(add: fx.Node, conv: fx.Node) -> Optional[fx.Node]:
     return other
 
 
-def _residual(conv: fx.Node, modules: dict[str, nn.Module], calls: dict[str, int]) -> Optional[tuple[list[fx.Node], fx.Node]]:
+#: conv class -> (fused conv + add, fused conv + add + relu)
+_FUSED = {nn.Conv1d: (nni.ConvAdd1d, nni.ConvAddReLU1d), nn.Conv2d: (nni.ConvAdd2d, nni.ConvAddReLU2d)}
+
+
+def _residual(
+    conv: fx.Node, modules: dict[str, nn.Module], calls: dict[str, int]
+) -> Optional[tuple[list[fx.Node], fx.Node]]:
     """(conv, add[, relu]) nodes and the add's other operand, or None when ``conv`` does not start such a chain."""
-    if conv.op != "call_module" or type_before_parametrizations(modules[conv.target]) is not nn.Conv2d:
+    if conv.op != "call_module" or type_before_parametrizations(modules[conv.target]) not in _FUSED:
         return None
     if calls.get(conv.target, 0) != 1 or len(conv.args) != 1 or conv.kwargs or len(conv.users) != 1:
         return None
@@ -68,9 +74,8 @@ def fuse_residual_adds(gm: fx.GraphModule, backend: BackendDescription, is_qat: 
 
     The graph's nodes must carry their value kinds (:func:`qcore.fx.values.annotate_values`).
     """
-    with_relu = backend.supports(nni.ConvAddReLU2d) is not None
-    plain = backend.supports(nni.ConvAdd2d) is not None
-    if is_qat or not (with_relu or plain):
+    named = {fused for pair in _FUSED.values() for fused in pair if backend.supports(fused) is not None}
+    if is_qat or not named:
         return []
     modules = dict(gm.named_modules())
     calls = module_calls(gm)
@@ -80,14 +85,15 @@ def fuse_residual_adds(gm: fx.GraphModule, backend: BackendDescription, is_qat: 
         if found is None:
             continue
         chain, other = found
-        if len(chain) == 3 and not (with_relu and (can_fuse is None or can_fuse(chain, nni.ConvAddReLU2d))):
+        plain, with_relu = _FUSED[type_before_parametrizations(modules[node.target])]
+        if len(chain) == 3 and not (with_relu in named and (can_fuse is None or can_fuse(chain, with_relu))):
             chain = chain[:2]  # the add alone may still fuse; its relu then runs on the fused output
-        if len(chain) == 2 and not (plain and (can_fuse is None or can_fuse(chain, nni.ConvAdd2d))):
+        if len(chain) == 2 and not (plain in named and (can_fuse is None or can_fuse(chain, plain))):
             continue
         conv, add = chain[0], chain[1]
         add_fn = add.target if add.op == "call_function" else _method(add.target)
-        fused = (nni.ConvAddReLU2d(modules[conv.target], add_fn, nn.ReLU()) if len(chain) == 3
-                 else nni.ConvAdd2d(modules[conv.target], add_fn))
+        fused = (with_relu(modules[conv.target], add_fn, nn.ReLU()) if len(chain) == 3
+                 else plain(modules[conv.target], add_fn))
         fused.train(modules[conv.target].training)
         set_submodule(gm, conv.target, fused)
         modules[conv.target] = fused

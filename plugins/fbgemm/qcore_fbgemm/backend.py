@@ -6,7 +6,7 @@ import torch
 
 from qcore.backend_config import BackendDescription, BackendPatternConfig, DTypeConfig
 from qcore.backend_patterns import standard_patterns
-from qcore.nn.intrinsic import ConvAdd2d, ConvAddReLU2d
+from qcore.nn.intrinsic import ConvAdd1d, ConvAdd2d, ConvAddReLU1d, ConvAddReLU2d
 
 from qcore_fbgemm import qconfigs
 from qcore_fbgemm.plugin import unavailable_reason
@@ -41,7 +41,8 @@ def residual_patterns() -> tuple[BackendPatternConfig, ...]:
     """The fused conv + add (+ relu) modules, where torch has onednn's kernels for them."""
     if "onednn" not in torch.backends.quantized.supported_engines:
         return ()
-    return tuple(BackendPatternConfig(fused, (CONV_ADD_INT8,)) for fused in (ConvAdd2d, ConvAddReLU2d))
+    fused_modules = (ConvAdd1d, ConvAddReLU1d, ConvAdd2d, ConvAddReLU2d)
+    return tuple(BackendPatternConfig(fused, (CONV_ADD_INT8,)) for fused in fused_modules)
 
 
 def describe() -> BackendDescription:

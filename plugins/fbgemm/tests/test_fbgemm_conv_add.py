@@ -438,3 +438,62 @@ def test_fx_residuals_nobody_reads_later_are_written_in_place_with_the_same_inte
     before = qx.int_repr().clone()
     lowered.b2(qx, qx)
     assert torch.equal(qx.int_repr(), before)
+
+
+def reference_module_1d(relu: bool, cin: int, cout: int, kernel: int, stride: int, padding: int, dilation: int,
+                        groups: int, seed: int) -> nn.Module:
+    """A reference ConvAdd1d / ConvAddReLU1d with random per-channel symmetric int8 weights."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin // groups, kernel, generator=g)
+    scales = (torch.rand(cout, generator=g) * 0.02 + 0.005).double()
+    qw = qcore.quantize_per_channel(w, scales, torch.zeros(cout, dtype=torch.long), 0, "int8")
+    cls = ref_conv_add.ConvAddReLU1d if relu else ref_conv_add.ConvAdd1d
+    m = cls(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    m.set_weight_bias(qw, torch.randn(cout, generator=g))
+    m.set_output_qparams(0.05, 90, "uint8")
+    return m
+
+
+@settings(max_examples=15, deadline=None)
+@given(relu=st.booleans(), groups=st.sampled_from([1, 2]), kernel=st.integers(1, 5), stride=st.integers(1, 2),
+       dilation=st.integers(1, 2), length=st.integers(8, 40), seed=st.integers(0, 1000), data=st.data())
+def test_1d_kernel_agrees_with_the_reference(relu, groups, kernel, stride, dilation, length, seed, data):
+    padding = data.draw(st.integers(0, dilation * (kernel - 1)))
+    ref = reference_module_1d(relu, 2 * groups, 4 * groups, kernel, stride, padding, dilation, groups, seed)
+    module = (conv_add.ConvAddReLU1d if relu else conv_add.ConvAdd1d).from_reference(ref)
+    assert module is not None
+    out_len = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    for n in (1, 3, 2):
+        qx = qrand((n, 2 * groups, length), 0.03, 5, seed + n, max_code=127)
+        qe = qrand((n, 4 * groups, out_len), 0.04, 120, seed + 10 + n)
+        before = qe.int_repr().clone()
+        got = module(qx, qe)
+        assert type(got) is KernelQTensor and got.shape == (n, 4 * groups, out_len)
+        assert (ints(got) - ints(ref(qx, qe))).abs().max() <= 1
+        assert torch.equal(qe.int_repr(), before)
+
+
+def test_1d_residual_block_in_fx_runs_on_the_kernel():
+    import qcore.fx as qfx
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.relu = nn.Conv1d(8, 8, 3, padding=1), nn.ReLU()
+            self.conv2 = nn.Conv1d(8, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    g = torch.Generator().manual_seed(2)
+    data = [torch.randn(4, 8, 64, generator=g) for _ in range(3)]
+    with qcore.backend("fbgemm"):
+        prepared = qfx.prepare_fx(model, qcore.get_default_qconfig_mapping("x86"), (data[0],))
+        for x in data:
+            prepared(x)
+        lowered, reference = qfx.convert_fx(prepared), qfx.convert_to_reference_fx(prepared)
+    assert type(lowered.conv2) is conv_add.ConvAddReLU1d
+    for x in data:
+        assert (lowered(x) - reference(x)).abs().max() <= float(lowered.conv2.scale) * 1.001

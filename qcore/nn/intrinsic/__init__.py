@@ -7,7 +7,8 @@ _EXPORTS = {
     for name in (
         "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "ConvBn1d", "ConvBn2d", "ConvBn3d",
         "ConvBnReLU1d", "ConvBnReLU2d", "ConvBnReLU3d", "LinearReLU", "LinearBn1d",
-        "BNReLU2d", "BNReLU3d", "ConvAdd2d", "ConvAddReLU2d", "LinearLeakyReLU", "LinearTanh",
+        "BNReLU2d", "BNReLU3d", "ConvAdd1d", "ConvAdd2d", "ConvAddReLU1d", "ConvAddReLU2d",
+        "LinearLeakyReLU", "LinearTanh",
         "ConvTransposeBn1d", "ConvTransposeBn2d", "ConvTransposeBn3d", "FusedModule",
     )
 }

@@ -19,7 +19,9 @@ from qcore.errors import ConfigError
 __all__ = [
     "BNReLU2d",
     "BNReLU3d",
+    "ConvAdd1d",
     "ConvAdd2d",
+    "ConvAddReLU1d",
     "ConvAddReLU2d",
     "ConvBn1d",
     "ConvBn2d",
@@ -228,26 +230,51 @@ class ConvTransposeBn3d(FusedModule):
         super().__init__(convt, bn)
 
 
-class ConvAdd2d(FusedModule):
+class _ConvAdd(FusedModule):
+    """A convolution applied to ``x1``, then ``add(conv(x1), x2)`` (then ReLU where ``relu`` is given)."""
+
+    _conv_type: type = nn.Conv2d
+
+    def __init__(self, conv: nn.Module, add: Any, relu: Any = None) -> None:
+        _check_parts(type(self), (conv,), (self._conv_type,))
+        nn.Sequential.__init__(self, conv)
+        self.add = add
+        if relu is not None:
+            self.relu = relu
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = self.add(self[0](x1), x2)
+        relu = self._modules.get("relu")
+        return relu(y) if relu is not None else y
+
+
+class ConvAdd1d(_ConvAdd):
+    """Conv1d applied to ``x1``, then ``add(conv(x1), x2)`` (FX-mode fusion of conv + add)."""
+
+    _conv_type = nn.Conv1d
+
+    def __init__(self, conv: nn.Conv1d, add: Any) -> None:
+        super().__init__(conv, add)
+
+
+class ConvAddReLU1d(_ConvAdd):
+    """Conv1d applied to ``x1``, then ``relu(add(conv(x1), x2))`` (FX-mode fusion of conv + add + relu)."""
+
+    _conv_type = nn.Conv1d
+
+    def __init__(self, conv: nn.Conv1d, add: Any, relu: nn.Module) -> None:
+        super().__init__(conv, add, relu)
+
+
+class ConvAdd2d(_ConvAdd):
     """Conv2d applied to ``x1``, then ``add(conv(x1), x2)`` (FX-mode fusion of conv + add)."""
 
     def __init__(self, conv: nn.Conv2d, add: Any) -> None:
-        _check_parts(type(self), (conv,), (nn.Conv2d,))
-        nn.Sequential.__init__(self, conv)
-        self.add = add
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.add(self[0](x1), x2)
+        super().__init__(conv, add)
 
 
-class ConvAddReLU2d(FusedModule):
+class ConvAddReLU2d(_ConvAdd):
     """Conv2d applied to ``x1``, then ``relu(add(conv(x1), x2))`` (FX-mode fusion of conv + add + relu)."""
 
     def __init__(self, conv: nn.Conv2d, add: Any, relu: nn.Module) -> None:
-        _check_parts(type(self), (conv,), (nn.Conv2d,))
-        nn.Sequential.__init__(self, conv)
-        self.add = add
-        self.relu = relu
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.relu(self.add(self[0](x1), x2))
+        super().__init__(conv, add, relu)

@@ -31,7 +31,7 @@ from qcore_fbgemm.static.activation import ELU, Hardsigmoid, Hardswish, LeakyReL
 from qcore_fbgemm.static.conv import (
     Conv1d, Conv2d, Conv3d, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d,
 )
-from qcore_fbgemm.static.conv_add import ConvAdd2d, ConvAddReLU2d
+from qcore_fbgemm.static.conv_add import ConvAdd1d, ConvAdd2d, ConvAddReLU1d, ConvAddReLU2d
 from qcore_fbgemm.static.functional import QFunctional
 from qcore_fbgemm.static.kernel import KernelModule, UnseenInputWarning
 from qcore_fbgemm.static.linear import Linear, LinearReLU
@@ -44,7 +44,7 @@ __all__ = [
     "STATIC_LOWERINGS", "KernelModule", "UnseenInputWarning",
     "Quantize", "DeQuantize", "Linear", "LinearReLU",
     "Conv1d", "Conv2d", "Conv3d", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d",
-    "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "ConvAdd2d", "ConvAddReLU2d",
+    "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "ConvAdd1d", "ConvAddReLU1d", "ConvAdd2d", "ConvAddReLU2d",
     "ReLU6", "Hardswish", "ELU", "LeakyReLU", "Sigmoid", "Softmax", "Tanh", "Hardsigmoid",
     "BatchNorm2d", "BatchNorm3d", "BNReLU2d", "BNReLU3d", "LayerNorm", "GroupNorm",
     "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "QFunctional",
@@ -64,6 +64,8 @@ _PAIRS: list[tuple[type, type]] = [
     (_ref_conv.ConvTranspose1d, conv.ConvTranspose1d),
     (_ref_conv.ConvTranspose2d, conv.ConvTranspose2d),
     (_ref_conv.ConvTranspose3d, conv.ConvTranspose3d),
+    (_ref_conv_add.ConvAdd1d, conv_add.ConvAdd1d),
+    (_ref_conv_add.ConvAddReLU1d, conv_add.ConvAddReLU1d),
     (_ref_conv_add.ConvAdd2d, conv_add.ConvAdd2d),
     (_ref_conv_add.ConvAddReLU2d, conv_add.ConvAddReLU2d),
     (_ref_activation.ReLU6, activation.ReLU6),

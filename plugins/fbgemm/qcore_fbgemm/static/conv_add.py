@@ -1,4 +1,4 @@
-"""ConvAdd2d / ConvAddReLU2d (conv2d + residual add, + ReLU) on onednn's fused ``quantized::conv2d_add(_relu)``.
+"""ConvAdd1d/2d, ConvAddReLU1d/2d (conv + residual add, + ReLU) on onednn's fused ``quantized::conv2d_add(_relu)``.
 
 The fused kernel adds the extra input to the convolution's float accumulator
 before rounding, which is the reference numerics (the conv's result is never
@@ -32,7 +32,7 @@ from qcore_fbgemm.static.kernel import KernelModule
 from qcore_fbgemm.static.packing import onednn_can_pack, pack_conv
 from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch, to_torch
 
-__all__ = ["ConvAdd2d", "ConvAddReLU2d"]
+__all__ = ["ConvAdd1d", "ConvAddReLU1d", "ConvAdd2d", "ConvAddReLU2d"]
 
 _QUINT8 = torch.quint8
 _SIZES_KEPT = 64  # input shapes whose output size a module remembers
@@ -60,12 +60,16 @@ class _ConvAddKernel(_ConvKernel):
         return all(p < d * (k - 1) + 1 for p, d, k in zip(padding, ref.dilation, ref.kernel_size))
 
     def _make_op(self) -> nn.Module:
-        padding = _explicit_padding(self)
-        repack = functools.partial(pack_conv, self.weight(), self._bias, self.stride, padding, self.dilation,
-                                   self.groups, engine_name="onednn")
+        weight, padding = self.weight(), _explicit_padding(self)
+        kernel_size, stride, dilation = self.kernel_size, self.stride, self.dilation
+        if self._NDIM == 1:  # a 1-d convolution is a 2-d one of height 1 (torch's quantized conv1d does the same)
+            weight = weight.unsqueeze(2)
+            kernel_size, stride, padding, dilation = (1, *kernel_size), (1, *stride), (0, *padding), (1, *dilation)
+        repack = functools.partial(pack_conv, weight, self._bias, stride, padding, dilation, self.groups,
+                                   engine_name="onednn")
         kind = ops.CONV2D_ADD_RELU if self._RELU_AFTER_ADD else ops.CONV2D_ADD
         return ops.QConvAddOp(repack(), kind, float(self.scale), int(self.zero_point), self.out_channels,
-                              self.kernel_size, self.stride, padding, self.dilation, repack,
+                              kernel_size, stride, padding, dilation, repack,
                               donated=self.__dict__.get(DONATED, False))
 
     def _refresh(self) -> None:
@@ -79,8 +83,11 @@ class _ConvAddKernel(_ConvKernel):
         run = d["_kernel_run"]
         tx = _torch_input(input) if run is not None else None
         te = _torch_input(extra_input) if tx is not None else None
-        if te is None or tx.dim() != 4 or te.dim() != 4:
+        rank = self._NDIM + 2
+        if te is None or tx.dim() != rank or te.dim() != rank:
             return super(KernelModule, self).forward(input, extra_input)
+        if rank == 3:
+            tx, te = tx.unsqueeze(2), te.unsqueeze(2)
         sizes = d["_kernel_sizes"]
         want = sizes.get(tx.shape)
         if want is None:
@@ -89,7 +96,8 @@ class _ConvAddKernel(_ConvKernel):
                 sizes[tx.shape] = want
         if te.shape != want:  # broadcasting, or a wrong shape whose error the reference gives
             return super(KernelModule, self).forward(input, extra_input)
-        return from_torch(run(tx, te), d["_kernel_out_qp"])
+        out = run(tx, te)
+        return from_torch(out.squeeze(2) if rank == 3 else out, d["_kernel_out_qp"])
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -102,6 +110,14 @@ class _ConvAddKernel(_ConvKernel):
     def __prepare_scriptable__(self) -> nn.Module:
         """The reference twin (see the module docstring: a scripted model cannot select torch's onednn engine)."""
         return super(KernelModule, self).__prepare_scriptable__()
+
+
+class ConvAdd1d(_ConvAddKernel, _ref.ConvAdd1d):
+    """qcore's quantized ConvAdd1d on onednn's ``quantized::conv2d_add`` (as a 2-d convolution of height 1)."""
+
+
+class ConvAddReLU1d(_ConvAddKernel, _ref.ConvAddReLU1d):
+    """qcore's quantized ConvAddReLU1d on onednn's ``quantized::conv2d_add_relu`` (height 1)."""
 
 
 class ConvAdd2d(_ConvAddKernel, _ref.ConvAdd2d):

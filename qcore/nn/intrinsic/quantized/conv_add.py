@@ -1,7 +1,7 @@
-"""Quantized convolution fused with a residual add (torch.ao.nn.intrinsic.quantized.ConvAdd2d / ConvAddReLU2d).
+"""Quantized convolutions fused with a residual add: ConvAdd1d/2d, ConvAddReLU1d/2d (torch.ao has the 2-d ones).
 
-Reference numerics: ``quantize(conv2d(x) + extra)`` (ReLU before quantizing
-for ConvAddReLU2d), in float32 on dequantized values. The convolution's
+Reference numerics: ``quantize(conv(x) + extra)`` (ReLU before quantizing
+for the ReLU classes), in float32 on dequantized values. The convolution's
 result is never rounded onto a grid of its own (one rounding fewer than a
 quantized conv followed by a quantized add): that is what the fused kernels
 compute.
@@ -18,21 +18,18 @@ from torch import Tensor, nn
 from qcore.errors import ConfigError
 from qcore.nn.intrinsic import modules as nni
 from qcore.nn.quantized.base import observe_weighted
-from qcore.nn.quantized.conv import Conv2d
+from qcore.nn.quantized.conv import Conv1d, Conv2d
 from qcore.nn.quantized.scripting import ScriptableTwin, _qparam_buffers, fake_quantize_output
 from qcore.qtensor import QTensor
 
-__all__ = ["ConvAdd2d", "ConvAddReLU2d", "ConvAddTwin"]
+__all__ = ["ConvAdd1d", "ConvAddReLU1d", "ConvAdd2d", "ConvAddReLU2d", "ConvAddTwin", "CONV_ADD_CLASSES"]
 
 
-class ConvAdd2d(Conv2d):
-    """``quantize(conv2d(input) + extra_input)``: a Conv2d whose output is added to a second quantized tensor.
+class _ConvAddMixin:
+    """``quantize(conv(input) + extra_input)`` (ReLU after the add with ``_RELU_AFTER_ADD``), listed before the
+    quantized convolution class it extends (which gives the weights, the conv and its errors)."""
 
-    Converted from the fused float ``qcore.nn.intrinsic.ConvAdd2d`` that FX
-    fusion makes of ``conv(x) + y`` (or a user builds for eager mode).
-    """
-
-    _FLOAT_MODULE: ClassVar[type] = nni.ConvAdd2d
+    _FLOAT_MODULE: ClassVar[type]
     _RELU_AFTER_ADD: ClassVar[bool] = False
 
     def forward(self, input: QTensor, extra_input: QTensor) -> QTensor:  # type: ignore[override]
@@ -41,20 +38,23 @@ class ConvAdd2d(Conv2d):
             y = F.relu(y)
         return self._quantize_output(y)
 
+    def _float_conv(self) -> nn.Module:
+        """The float convolution holding the dequantized weight (the conv class's own float reference)."""
+        return super().to_float_reference()  # type: ignore[misc]
+
     def to_float_reference(self) -> nn.Module:
-        """The fused float module (a Conv2d holding the dequantized weight, then add, then ReLU) it computes."""
-        conv = super().to_float_reference()
+        """The fused float module (a convolution holding the dequantized weight, then add, then ReLU) it computes."""
         if self._RELU_AFTER_ADD:
-            return nni.ConvAddReLU2d(conv, torch.add, nn.ReLU())
-        return nni.ConvAdd2d(conv, torch.add)
+            return self._FLOAT_MODULE(self._float_conv(), torch.add, nn.ReLU())
+        return self._FLOAT_MODULE(self._float_conv(), torch.add)
 
     def __prepare_scriptable__(self) -> nn.Module:
-        return ConvAddTwin(Conv2d.to_float_reference(self), self._RELU_AFTER_ADD, self.scale, self.zero_point,
+        return ConvAddTwin(self._float_conv(), self._RELU_AFTER_ADD, self.scale, self.zero_point,
                            self.quant_min, self.quant_max, source=self)
 
     @classmethod
-    def from_float(cls, mod: nn.Module, use_precomputed_fake_quant: bool = False) -> "ConvAdd2d":
-        """From an observed fused float ``ConvAdd2d`` (``ConvAddReLU2d`` for the ReLU class)."""
+    def from_float(cls, mod: nn.Module, use_precomputed_fake_quant: bool = False) -> nn.Module:
+        """From an observed fused float ``ConvAdd{1,2}d`` (``ConvAddReLU{1,2}d`` for the ReLU classes)."""
         if type(mod) is not cls._FLOAT_MODULE:
             raise ConfigError(f"{cls.__name__}.from_float expects a fused float {cls._FLOAT_MODULE.__name__} "
                               f"(conv then add{' then ReLU' if cls._RELU_AFTER_ADD else ''}), got {type(mod).__name__}")
@@ -72,11 +72,38 @@ class ConvAdd2d(Conv2d):
         return qconv
 
 
-class ConvAddReLU2d(ConvAdd2d):
+class ConvAdd1d(_ConvAddMixin, Conv1d):
+    """``quantize(conv1d(input) + extra_input)``; from the fused float ``ConvAdd1d`` (FX fusion of ``conv(x) + y``)."""
+
+    _FLOAT_MODULE: ClassVar[type] = nni.ConvAdd1d
+
+
+class ConvAddReLU1d(_ConvAddMixin, Conv1d):
+    """``quantize(relu(conv1d(input) + extra_input))``; from the fused float ``ConvAddReLU1d``."""
+
+    _FLOAT_MODULE: ClassVar[type] = nni.ConvAddReLU1d
+    _RELU_AFTER_ADD: ClassVar[bool] = True
+
+
+class ConvAdd2d(_ConvAddMixin, Conv2d):
+    """``quantize(conv2d(input) + extra_input)``: a Conv2d whose output is added to a second quantized tensor.
+
+    Converted from the fused float ``qcore.nn.intrinsic.ConvAdd2d`` that FX
+    fusion makes of ``conv(x) + y`` (or a user builds for eager mode).
+    """
+
+    _FLOAT_MODULE: ClassVar[type] = nni.ConvAdd2d
+
+
+class ConvAddReLU2d(_ConvAddMixin, Conv2d):
     """``quantize(relu(conv2d(input) + extra_input))``; from the fused float ``ConvAddReLU2d``."""
 
     _FLOAT_MODULE: ClassVar[type] = nni.ConvAddReLU2d
     _RELU_AFTER_ADD: ClassVar[bool] = True
+
+
+#: The fused conv + add reference modules, by their convolution's dimensions and whether ReLU follows.
+CONV_ADD_CLASSES = {(1, False): ConvAdd1d, (1, True): ConvAddReLU1d, (2, False): ConvAdd2d, (2, True): ConvAddReLU2d}
 
 
 class ConvAddTwin(ScriptableTwin):
