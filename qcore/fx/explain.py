@@ -353,7 +353,8 @@ def explain(
         if node_record is not None:
             rows.append(_row(node_record, node, modules))
         else:
-            rows.append(_fused_row(node, _fused_head(node, record, fused_into), lookups.get(node.name, (None, ""))[1], original))
+            entry = lookups.get(node.name, (None, ""))[1]
+            rows.append(_fused_row(node, _fused_head(node, record, fused_into), entry, original))
     for node in prepared.graph.nodes:  # not expected: nodes prepare made that the plain trace lacks
         if node.name not in seen and node.name in record.nodes:
             rows.append(_row(record.nodes[node.name], node, modules))

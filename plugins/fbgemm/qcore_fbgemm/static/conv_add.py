@@ -5,8 +5,9 @@ before rounding, which is the reference numerics (the conv's result is never
 put on a grid of its own). onednn only: fbgemm has no such kernel, so modules
 whose weights onednn cannot pack (asymmetric, many groups) or whose padding
 mode is not zeros stay on the reference module. Inputs the kernel does not
-take (not quint8 per tensor, not 4-d, an extra input of another shape than the
-conv's output, e.g. broadcasting) run the reference forward.
+take (not quint8 per tensor, not of the convolution's rank, an extra input of
+another shape than the conv's output, e.g. broadcasting) run the reference
+forward. A 1-d convolution runs as a 2-d one of height 1.
 
 TorchScript gets the reference twin (:class:`qcore.nn.intrinsic.quantized.ConvAddTwin`):
 torch runs these ops only while its global quantized engine is "onednn",

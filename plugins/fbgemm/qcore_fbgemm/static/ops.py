@@ -19,7 +19,8 @@ from torch import Tensor, nn
 __all__ = [
     "LINEAR", "LINEAR_RELU", "CONV1D", "CONV1D_RELU", "CONV2D", "CONV2D_RELU", "CONV_TRANSPOSE1D", "CONV_TRANSPOSE2D",
     "CONV3D", "CONV3D_RELU", "CONV_TRANSPOSE3D", "CONV2D_ADD", "CONV2D_ADD_RELU",
-    "fast_op", "QLinearOp", "QConvOp", "QConv3dOp", "QConvAddOp", "QuantizeOp", "QActivationOp", "QFixedActivationOp", "QNormOp",
+    "fast_op", "QLinearOp", "QConvOp", "QConv3dOp", "QConvAddOp", "QuantizeOp", "QActivationOp", "QFixedActivationOp",
+    "QNormOp",
 ]
 
 
