@@ -19,10 +19,10 @@ quantization step of the eager kernel.
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from qcore.fx.donation import DONATED
 from qcore.nn.intrinsic.quantized import conv_add as _ref
@@ -31,20 +31,11 @@ from qcore_fbgemm.static import ops
 from qcore_fbgemm.static.conv import _ConvKernel, _explicit_padding
 from qcore_fbgemm.static.kernel import KernelModule
 from qcore_fbgemm.static.packing import onednn_can_pack, pack_conv
-from qcore_fbgemm.torch_quantized import KernelQTensor, from_torch, to_torch
+from qcore_fbgemm.torch_quantized import from_torch, to_torch
 
 __all__ = ["ConvAdd1d", "ConvAddReLU1d", "ConvAdd2d", "ConvAddReLU2d"]
 
-_QUINT8 = torch.quint8
 _SIZES_KEPT = 64  # input shapes whose output size a module remembers
-
-
-def _torch_input(x: Any) -> Optional[Tensor]:
-    """The quint8 torch tensor of a per-tensor uint8 QTensor (the one a kernel left, else a view); None otherwise."""
-    if type(x) is KernelQTensor and x._torch_qparams is x._qparams:
-        tq = x._torch
-        return tq if tq.dtype is _QUINT8 else None
-    return to_torch(x)
 
 
 class _ConvAddKernel(_ConvKernel):
@@ -82,8 +73,8 @@ class _ConvAddKernel(_ConvKernel):
         if d.get("_kernel_stale", True):
             self._refresh()
         run = d["_kernel_run"]
-        tx = _torch_input(input) if run is not None else None
-        te = _torch_input(extra_input) if tx is not None else None
+        tx = to_torch(input) if run is not None else None
+        te = to_torch(extra_input) if tx is not None else None
         rank = self._NDIM + 2
         if te is None or tx.dim() != rank or te.dim() != rank:
             return super(KernelModule, self).forward(input, extra_input)
