@@ -256,6 +256,10 @@ def test_reference_module_errors_name_the_module_and_the_fix():
     x, y = data[0]
     with pytest.raises(QuantizationError, match=r"ConvAddReLU2d.*expected a quantized input.*QuantStub"):
         q.fused(q.q1(x), y)
+    bad = qcore.quantize_per_tensor(torch.rand(2, 8, 5, 5), 0.05, 0, "uint8")
+    with pytest.raises(QuantizationError, match=r"ConvAddReLU2d.*extra_input of shape \(2, 8, 5, 5\).*output of shape "
+                                                r"\(2, 8, 6, 6\).*residual of the output's shape"):
+        q.fused(q.q1(x), bad)
     with pytest.raises(ConfigError, match=r"ConvAdd2d.from_float expects a fused float ConvAdd2d"):
         nniq.ConvAdd2d.from_float(nn.Conv2d(1, 1, 1))
 
@@ -448,3 +452,17 @@ def test_1d_residuals_fuse_and_compute_the_float_formula():
     assert torch.equal(module(qx, identity).int_repr(), expected.int_repr())
     for x in data:
         assert (q(x) - model(x)).abs().max() < 4 * float(module.scale)
+
+
+def test_fbgemm_fuses_only_symmetric_weights_which_its_kernel_takes():
+    """onednn's conv2d_add takes zero weight zero points: an affine weight observer keeps conv then add."""
+    if "fbgemm" not in qcore.list_backends() or "onednn" not in torch.backends.quantized.supported_engines:
+        pytest.skip("needs the fbgemm plugin with torch's onednn kernels")
+    affine = qcore.QConfig(activation=qcore.get_default_qconfig("x86").activation,
+                           weight=qcore.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_affine))
+    model = block()
+    with qcore.backend("fbgemm"):
+        symmetric = prepared(model, backend="fbgemm", mapping={"": qcore.get_default_qconfig("x86")})
+        kept = prepared(model, backend="fbgemm", mapping={"": affine})
+    assert type(symmetric.conv2) is nni.ConvAddReLU2d
+    assert type(kept.conv2) is nn.Conv2d

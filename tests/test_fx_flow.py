@@ -123,6 +123,51 @@ def test_placement_and_outputs_match_torch_ao(backend):
         assert (quantized(batch) - ao_out).abs().max() <= step * 1.001
 
 
+class _Pooled(nn.Module):
+    """Average pooling between quantized layers: module and functional spellings."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = F.avg_pool2d(F.relu(self.conv(x)), 2)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+@pytest.mark.parametrize("backend", ["fbgemm", "reference"])
+def test_average_pooling_shares_its_input_qparams_as_in_torch_ao(backend):
+    """No observer of its own: the pools run on the quantized tensor, with torch.ao's observers and integers."""
+    ao = torch_ao()
+    from torch.ao.quantization import quantize_fx as ao_fx
+
+    if backend not in qcore.list_backends():
+        pytest.skip(f"{backend} is not registered here")
+    torch.manual_seed(0)
+    model = _Pooled().eval()
+    data = batches((8, 1, 8, 8))
+    with qcore.backend(backend):
+        prepared = calibrated(model, {"": qcore.default_qconfig}, data)
+        quantized = qfx.convert_fx(prepared)
+    outputs = {r.name: r.output_kind for r in get_record(prepared).nodes.values()}
+    assert outputs["avg_pool2d"] == outputs["pool"] == "shared"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ao_prepared = ao_fx.prepare_fx(copy.deepcopy(model), ao.QConfigMapping().set_global(ao.default_qconfig),
+                                       (data[0],))
+        for batch in data:
+            ao_prepared(batch)
+        ao_observers = observer_count(ao_prepared, (ao.ObserverBase, ao.FakeQuantizeBase))
+        ao_quantized = ao_fx.convert_fx(ao_prepared)
+        expected = [ao_quantized(batch) for batch in data]
+    assert observer_count(prepared, (ObserverBase, FakeQuantizeBase)) == ao_observers
+    step = float(quantized.fc.scale)
+    for batch, ao_out in zip(data, expected):
+        assert (quantized(batch) - ao_out).abs().max() <= step * 1.001
+
+
 def test_the_converted_graph_runs_quantized_ops():
     model = residual_model()
     data = batches((8, 1, 8, 8))

@@ -265,6 +265,13 @@ def test_broadcasting_extra_input_and_int8_input_run_the_reference(relu):
     assert torch.equal(kernel(qx, qe8).int_repr(), ref(qx, qe8).int_repr())
 
 
+def test_a_residual_of_the_wrong_shape_gets_the_reference_error_naming_the_module():
+    kernel = KERNEL[True].from_reference(reference_module(True))
+    qx, qe = qrand((2, 4, 8, 8), 0.02, 10, 1, max_code=127), qrand((2, 8, 7, 7), 0.05, 100, 2)
+    with pytest.raises(qcore.QuantizationError, match=r"ConvAddReLU2d.*extra_input of shape \(2, 8, 7, 7\)"):
+        kernel(qx, qe)
+
+
 def test_weights_onednn_cannot_pack_and_other_padding_modes_stay_on_the_reference():
     assert KERNEL[False].from_reference(reference_module(False, weight_zp=3)) is None
     assert KERNEL[True].from_reference(reference_module(True, per_channel=False, weight_zp=-2)) is None

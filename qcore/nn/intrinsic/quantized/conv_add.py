@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qcore.errors import ConfigError
+from qcore.errors import ConfigError, QuantizationError
 from qcore.nn.intrinsic import modules as nni
-from qcore.nn.quantized.base import observe_weighted
+from qcore.nn.quantized.base import module_label, observe_weighted
 from qcore.nn.quantized.conv import Conv1d, Conv2d
 from qcore.nn.quantized.scripting import ScriptableTwin, _qparam_buffers, fake_quantize_output
 from qcore.qtensor import QTensor
@@ -33,7 +33,15 @@ class _ConvAddMixin:
     _RELU_AFTER_ADD: ClassVar[bool] = False
 
     def forward(self, input: QTensor, extra_input: QTensor) -> QTensor:  # type: ignore[override]
-        y = self._float_forward(self._dequantized_input(input)) + self._dequantized_input(extra_input)
+        y = self._float_forward(self._dequantized_input(input))
+        extra = self._dequantized_input(extra_input)
+        try:
+            y = y + extra
+        except RuntimeError:
+            raise QuantizationError(
+                f"{module_label(self)}: extra_input of shape {tuple(extra.shape)} cannot be added to the convolution's "
+                f"output of shape {tuple(y.shape)}; pass a residual of the output's shape (or one that broadcasts to it)"
+            ) from None
         if self._RELU_AFTER_ADD:
             y = F.relu(y)
         return self._quantize_output(y)
